@@ -1,0 +1,39 @@
+"""LaMa's FFC generator, checkpoint loading and plain inference, in plain PyTorch.
+
+No ComfyUI import: usable as a library (``import ffc`` from the repository root) and inside the
+node pack. Typical use::
+
+    from ffc import load_generator, inpaint
+    generator, info = load_generator("big-lama.pt")      # any format users have
+    result = inpaint(generator, image_bchw, mask_b1hw)   # unmasked pixels bit-identical
+"""
+
+from __future__ import annotations
+
+from .checkpoint import CheckpointError, ModelInfo, canonicalize, detect_format, load_generator, read_tensors
+from .fast import FastLamaGenerator, fuse_for_inference
+from .generator import BIG_LAMA, LAMA_FOURIER, LamaConfig, LamaGenerator, config_from_state_dict
+from .inference import MIN_SIZE, binarize, composite, inpaint, pad_symmetric, padded_size, predict
+
+__all__ = [
+    "BIG_LAMA",
+    "LAMA_FOURIER",
+    "MIN_SIZE",
+    "CheckpointError",
+    "FastLamaGenerator",
+    "LamaConfig",
+    "LamaGenerator",
+    "ModelInfo",
+    "binarize",
+    "canonicalize",
+    "composite",
+    "config_from_state_dict",
+    "detect_format",
+    "fuse_for_inference",
+    "inpaint",
+    "load_generator",
+    "pad_symmetric",
+    "padded_size",
+    "predict",
+    "read_tensors",
+]

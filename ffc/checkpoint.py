@@ -1,0 +1,278 @@
+"""Read every LaMa checkpoint format users have and canonicalise it (``docs/lama-reference.md`` §3).
+
+Formats are detected from the file's content, not its extension:
+
+* safetensors (any key prefix, including our own canonical conversion);
+* TorchScript archives (``big-lama.pt`` from IOPaint / lama-cleaner with ``generator.model.*``
+  keys, or from ``bin/to_jit.py`` with ``model.generator.model.*``): ``torch.jit.load`` runs no
+  Python pickle, only the serialized TorchScript program; we keep its ``state_dict()``;
+* torch pickles: Lightning ``best.ckpt`` (weights under ``state_dict`` with prefix
+  ``generator.``, plus callbacks and OmegaConf configs) and plain ``.pth``/``.ckpt`` state dicts,
+  through :mod:`ffc.safe_pickle`, which never executes pickled code.
+
+The canonical layout is ``model.<index>.<path>`` (``LamaGenerator.state_dict()``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import pickle
+import re
+import struct
+import warnings
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from . import safe_pickle
+from .generator import LamaConfig, LamaGenerator, config_from_state_dict
+
+__all__ = [
+    "CheckpointError",
+    "ModelInfo",
+    "detect_format",
+    "read_tensors",
+    "canonicalize",
+    "load_generator",
+    "generator_from_state_dict",
+    "file_sha256",
+]
+
+log = logging.getLogger(__name__)
+
+# Metadata key our converter writes into canonical safetensors files.
+FORMAT_TAG = "lama-ffc-canonical/1"
+
+# The init convolution's weight: every LaMa generator has exactly one, whatever wraps it.
+_ANCHOR = "1.ffc.convl2l.weight"
+# Wrappers seen in the wild, most specific first (used only to break ties).
+_KNOWN_PREFIXES = ("model.generator.model.", "generator.model.", "model.model.", "model.", "")
+
+
+class CheckpointError(ValueError):
+    """A file that cannot be read as a LaMa generator; the message names the file."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the loader found in a file."""
+
+    path: str
+    source_format: str  # safetensors | torchscript | lightning-ckpt | torch-pickle
+    key_prefix: str  # what preceded "<index>." in the file, e.g. "generator.model."
+    config: LamaConfig
+    parameters: int
+    ignored_keys: int = 0
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def variant(self) -> str:
+        return self.config.variant
+
+    def describe(self) -> str:
+        """One line for logs and UIs."""
+        origin = self.metadata.get("source_format")
+        via = f", converted from {origin}" if origin and self.source_format == "safetensors" else ""
+        extra = f", {self.ignored_keys} non-generator tensors ignored" if self.ignored_keys else ""
+        return (
+            f"{self.variant}: {self.config.n_blocks} blocks, {self.parameters:,} parameters, "
+            f"{self.source_format} file{via} (keys '{self.key_prefix}<i>.*'){extra}"
+        )
+
+
+def detect_format(path: str) -> str:
+    """Return ``safetensors``, ``torchscript``, ``torch-zip`` or ``torch-legacy`` from the file's bytes."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+            size = os.fstat(f.fileno()).st_size
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot open ({err.strerror or err})") from err
+    if len(head) < 8:
+        raise CheckpointError(f"{path}: file is empty or truncated ({size} bytes)")
+    if head.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except zipfile.BadZipFile as err:
+            raise CheckpointError(f"{path}: zip archive is truncated or corrupt ({err})") from err
+        if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+            return "torchscript"
+        return "torch-zip"
+    header_len = struct.unpack("<Q", head[:8])[0]
+    if head[8:9] == b"{" and 0 < header_len < size:
+        return "safetensors"
+    if head[:1] == b"\x80":
+        return "torch-legacy"
+    raise CheckpointError(
+        f"{path}: unknown file format (expected safetensors, a TorchScript .pt or a torch .ckpt/.pth)"
+    )
+
+
+def _read_safetensors(path: str) -> tuple[dict[str, Tensor], dict[str, str]]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(path, framework="pt", device="cpu") as f:
+            metadata = dict(f.metadata() or {})
+            return {k: f.get_tensor(k) for k in f.keys()}, metadata
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{path}: cannot read safetensors file, it may be truncated or corrupt ({err})") from err
+
+
+def _read_torchscript(path: str) -> dict[str, Tensor]:
+    try:
+        with warnings.catch_warnings():
+            # Deprecated in favour of torch.export, but it is the only reader for these files.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            module = torch.jit.load(path, map_location="cpu")
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: cannot read TorchScript archive, it may be truncated or corrupt ({first})") from err
+    return dict(module.state_dict())
+
+
+def _read_pickle(path: str) -> object:
+    try:
+        return torch.load(path, map_location="cpu", pickle_module=safe_pickle, weights_only=False)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError, KeyError) as err:
+        # Whatever a damaged pickle stream raises; our unpickler runs no foreign code that could raise others.
+        raise CheckpointError(f"{path}: cannot read torch checkpoint, it may be truncated or corrupt ({err})") from err
+
+
+def _flatten_tensors(obj: object, prefix: str = "", out: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+    """Collect tensors from nested dicts as dotted keys (unwraps ``{"state_dict": {...}}`` and kin)."""
+    out = {} if out is None else out
+    if isinstance(obj, Tensor):
+        out[prefix.rstrip(".")] = obj
+    elif isinstance(obj, Mapping):
+        for key, value in obj.items():
+            if isinstance(key, str):
+                _flatten_tensors(value, f"{prefix}{key}.", out)
+    return out
+
+
+def read_tensors(path: str) -> tuple[dict[str, Tensor], str, dict[str, str]]:
+    """Read all tensors of a checkpoint as a flat ``{key: tensor}`` dict.
+
+    Returns:
+        (tensors, source_format, metadata). For pickles, a top-level ``state_dict`` entry is
+        unwrapped (Lightning); other nested dicts keep their names as key prefixes.
+    """
+    kind = detect_format(path)
+    if kind == "safetensors":
+        tensors, metadata = _read_safetensors(path)
+        return tensors, "safetensors", metadata
+    if kind == "torchscript":
+        return _read_torchscript(path), "torchscript", {}
+    obj = _read_pickle(path)
+    source = "torch-pickle"
+    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+        source = "lightning-ckpt" if any(k in obj for k in ("pytorch-lightning_version", "epoch", "global_step")) else source
+        obj = obj["state_dict"]
+    tensors = _flatten_tensors(obj)
+    if not tensors:
+        raise CheckpointError(f"{path}: no tensors found in this {kind} file")
+    return tensors, source, {}
+
+
+def canonicalize(tensors: Mapping[str, Tensor], path: str = "<state dict>") -> tuple[dict[str, Tensor], str, int]:
+    """Map a LaMa state dict with any wrapper prefix to canonical ``model.<i>.*`` keys.
+
+    The prefix is whatever precedes ``1.ffc.convl2l.weight`` (the init conv); keys without it
+    (discriminator, evaluator, optimizer) are dropped and counted.
+
+    Returns:
+        (canonical tensors, detected prefix, number of ignored keys)
+    """
+    prefixes = [k[: -len(_ANCHOR)] for k in tensors if k.endswith(_ANCHOR)]
+    prefixes = [p for p in prefixes if p == "" or p.endswith(".")]
+    if not prefixes:
+        sample = ", ".join(sorted(tensors)[:3])
+        raise CheckpointError(
+            f"{path}: not a LaMa generator (no tensor named '...{_ANCHOR}', the FFC input convolution; "
+            f"found {len(tensors)} tensors such as {sample})"
+        )
+    if len(prefixes) > 1:
+        ranked = [p for p in _KNOWN_PREFIXES if p in prefixes]
+        if not ranked:
+            raise CheckpointError(f"{path}: several generators in one file ({', '.join(sorted(prefixes))}); convert one")
+        prefixes = ranked[:1]
+    prefix = prefixes[0]
+    index = re.compile(re.escape(prefix) + r"(\d+\..+)$")
+    canonical = {}
+    for key, value in tensors.items():
+        match = index.match(key)
+        if match:
+            canonical["model." + match.group(1)] = value
+    return canonical, prefix, len(tensors) - len(canonical)
+
+
+def generator_from_state_dict(
+    state: Mapping[str, Tensor], path: str = "<state dict>"
+) -> LamaGenerator:
+    """Build a generator whose configuration matches ``state`` and load it strictly.
+
+    Raises:
+        CheckpointError: naming the first missing, unexpected or mis-shaped tensor.
+    """
+    try:
+        config = config_from_state_dict(state)
+    except ValueError as err:
+        raise CheckpointError(f"{path}: {err}") from err
+    generator = LamaGenerator(config)
+    expected = generator.state_dict()
+    for key, tensor in expected.items():
+        if key not in state:
+            raise CheckpointError(f"{path}: missing generator tensor '{key}' (expected shape {list(tensor.shape)})")
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            raise CheckpointError(
+                f"{path}: tensor '{key}' has shape {list(state[key].shape)}, expected {list(tensor.shape)}"
+            )
+    for key in state:
+        if key not in expected:
+            raise CheckpointError(f"{path}: unexpected generator tensor '{key}' (unsupported LaMa variant?)")
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{path}: tensor '{key}' contains NaN or infinite values (corrupt file?)")
+    generator.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
+    return generator.eval().requires_grad_(False)
+
+
+def load_generator(path: str | os.PathLike[str]) -> tuple[LamaGenerator, ModelInfo]:
+    """Load any supported LaMa file as a float32 CPU :class:`LamaGenerator` in eval mode.
+
+    The returned generator's parameters do not require grad (inference and refinement only
+    need gradients with respect to features).
+
+    Raises:
+        CheckpointError: unreadable, truncated or non-LaMa files, and missing or mis-shaped keys.
+    """
+    path = os.fspath(path)
+    tensors, source_format, metadata = read_tensors(path)
+    canonical, prefix, ignored = canonicalize(tensors, path)
+    generator = generator_from_state_dict(canonical, path)
+    info = ModelInfo(
+        path=path,
+        source_format=source_format,
+        key_prefix=prefix,
+        config=generator.config,
+        parameters=generator.num_parameters(),
+        ignored_keys=ignored,
+        metadata=metadata,
+    )
+    log.info("Loaded %s: %s", os.path.basename(path), info.describe())
+    return generator, info
+
+
+def file_sha256(path: str, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

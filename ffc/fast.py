@@ -1,0 +1,173 @@
+"""Inference-only fast path: the same generator with BatchNorm folded away.
+
+:func:`fuse_for_inference` returns a new module (the original is left untouched) in which
+
+* every eval-mode BatchNorm is folded into the convolution before it (BN is affine per channel,
+  and it follows a sum of convolutions, so its scale goes into each of them and its shift into
+  one bias);
+* the two convolutions that read the local features (local->local, local->global) are one
+  convolution with concatenated outputs, so the local input is padded and read once;
+* ReLUs run in place and the residual adds reuse buffers;
+* optionally everything runs in ``channels_last`` memory format (faster convolutions on CPU).
+
+It is numerically the same network (differences are float round-off, ~1e-7 here) and has no
+autograd support: use it under ``torch.inference_mode()`` / ``torch.no_grad()``. The
+refinement needs gradients through the rear and uses :class:`~ffc.generator.LamaGenerator`.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .generator import LamaConfig, LamaGenerator
+from .layers import ConcatTuple, FFCBnAct, FFCResBlock, FourierUnit, spectral_conv
+
+__all__ = ["FastLamaGenerator", "fuse_for_inference"]
+
+
+def _bn_scale_shift(bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    return scale, bn.bias - bn.running_mean * scale
+
+
+def _scaled(weight: Tensor, scale: Tensor) -> Tensor:
+    return weight * scale.reshape(-1, *([1] * (weight.ndim - 1)))
+
+
+class _FusedFourierUnit(nn.Module):
+    def __init__(self, fu: FourierUnit) -> None:
+        super().__init__()
+        scale, shift = _bn_scale_shift(fu.bn)
+        self.conv = nn.Conv2d(fu.conv_layer.in_channels, fu.conv_layer.out_channels, 1)
+        self.conv.weight.data = _scaled(fu.conv_layer.weight, scale)
+        self.conv.bias.data = shift.clone()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return spectral_conv(x, lambda s: F.relu_(self.conv(s)), self.conv.weight.dtype)
+
+
+class _FusedFFC(nn.Module):
+    """FFC + folded BatchNorm + ReLU, with the two local-input convolutions merged."""
+
+    def __init__(self, block: FFCBnAct) -> None:
+        super().__init__()
+        ffc = block.ffc
+        self.out_local, self.out_global = ffc.out_local, ffc.out_global
+        conv = ffc.convl2l or ffc.convl2g
+        self.stride, self.padding = conv.stride, conv.padding[0]
+
+        scale_l, shift_l = _bn_scale_shift(block.bn_l) if block.bn_l is not None else (None, None)
+        scale_g, shift_g = _bn_scale_shift(block.bn_g) if block.bn_g is not None else (None, None)
+
+        weights, biases = [], []
+        if ffc.convl2l is not None:
+            weights.append(_scaled(ffc.convl2l.weight, scale_l))
+            biases.append(shift_l)
+        if ffc.convl2g is not None:
+            weights.append(_scaled(ffc.convl2g.weight, scale_g))
+            biases.append(shift_g)
+        self.local_conv = nn.Parameter(torch.cat(weights), requires_grad=False)
+        self.local_bias = nn.Parameter(torch.cat(biases), requires_grad=False)
+
+        self.global_conv = None
+        if ffc.convg2l is not None:
+            self.global_conv = nn.Parameter(_scaled(ffc.convg2l.weight, scale_l), requires_grad=False)
+        self.spectral = None
+        if ffc.convg2g is not None:
+            st = ffc.convg2g
+            scale1, shift1 = _bn_scale_shift(st.conv1[1])
+            self.spectral_in = nn.Conv2d(st.conv1[0].in_channels, st.conv1[0].out_channels, 1)
+            self.spectral_in.weight.data = _scaled(st.conv1[0].weight, scale1)
+            self.spectral_in.bias.data = shift1.clone()
+            self.spectral = _FusedFourierUnit(st.fu)
+            self.spectral_out = nn.Parameter(_scaled(st.conv2.weight, scale_g), requires_grad=False)
+
+    def _pad(self, x: Tensor) -> Tensor:
+        p = self.padding
+        return F.pad(x, (p, p, p, p), mode="reflect") if p else x
+
+    def forward(self, x: Tensor | tuple[Tensor, Tensor | None]) -> tuple[Tensor | None, Tensor | None]:
+        x_l, x_g = x if isinstance(x, tuple) else (x, None)
+        merged = F.conv2d(self._pad(x_l), self.local_conv, self.local_bias, self.stride)
+        out_l = merged[:, : self.out_local] if self.out_local else None
+        out_g = merged[:, self.out_local :] if self.out_global else None
+        if self.global_conv is not None and x_g is not None:
+            out_l = out_l + F.conv2d(self._pad(x_g), self.global_conv, None, self.stride)
+        if self.spectral is not None and x_g is not None:
+            s = F.relu_(self.spectral_in(x_g))
+            s = F.conv2d(s + self.spectral(s), self.spectral_out)
+            out_g = out_g + s
+        # In place: these are fresh sums or disjoint channel views of ``merged``.
+        return (F.relu_(out_l) if out_l is not None else None), (F.relu_(out_g) if out_g is not None else None)
+
+
+class _FusedResBlock(nn.Module):
+    def __init__(self, block: FFCResBlock) -> None:
+        super().__init__()
+        self.conv1 = _FusedFFC(block.conv1)
+        self.conv2 = _FusedFFC(block.conv2)
+
+    def forward(self, x: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        y_l, y_g = self.conv2(self.conv1(x))
+        return y_l.add_(x[0]), y_g.add_(x[1])
+
+
+def _fused_up(conv_t: nn.ConvTranspose2d, bn: nn.BatchNorm2d) -> nn.ConvTranspose2d:
+    scale, shift = _bn_scale_shift(bn)
+    fused = copy.deepcopy(conv_t)
+    # ConvTranspose2d weight is (in, out, kh, kw): scale along dim 1.
+    fused.weight.data = conv_t.weight * scale.reshape(1, -1, 1, 1)
+    fused.bias.data = conv_t.bias * scale + shift
+    return fused
+
+
+class FastLamaGenerator(nn.Module):
+    """Inference-only generator with the same call contract as :class:`LamaGenerator`."""
+
+    def __init__(self, generator: LamaGenerator, channels_last: bool = True) -> None:
+        super().__init__()
+        if generator.training:
+            raise ValueError("fuse_for_inference: the generator must be in eval mode (BatchNorm running stats)")
+        self.config: LamaConfig = generator.config
+        self.channels_last = channels_last
+        layers: list[nn.Module] = []
+        source = list(generator.model)
+        i = 0
+        with torch.no_grad():
+            while i < len(source):
+                m = source[i]
+                if isinstance(m, FFCBnAct):
+                    layers.append(_FusedFFC(m))
+                elif isinstance(m, FFCResBlock):
+                    layers.append(_FusedResBlock(m))
+                elif isinstance(m, nn.ConvTranspose2d):
+                    layers += [_fused_up(m, source[i + 1]), nn.ReLU(inplace=True)]
+                    i += 2  # BatchNorm folded, ReLU re-added above
+                elif isinstance(m, (nn.ReflectionPad2d, nn.Conv2d, nn.Sigmoid, ConcatTuple)):
+                    layers.append(copy.deepcopy(m))
+                else:
+                    raise TypeError(f"fuse_for_inference: unexpected module {type(m).__name__} at index {i}")
+                i += 1
+        self.body = nn.Sequential(*layers).requires_grad_(False)
+        if channels_last:
+            self.body = self.body.to(memory_format=torch.channels_last)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if torch.is_grad_enabled():
+            raise RuntimeError("FastLamaGenerator is inference-only: call it under torch.inference_mode() or no_grad()")
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.body(x).contiguous()
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def fuse_for_inference(generator: LamaGenerator, *, channels_last: bool = True) -> FastLamaGenerator:
+    """Return a BatchNorm-folded, inference-only copy of ``generator`` (same device and dtype)."""
+    param = next(generator.parameters())
+    return FastLamaGenerator(generator, channels_last=channels_last).to(param.device, param.dtype)
