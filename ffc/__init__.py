@@ -13,6 +13,7 @@ from __future__ import annotations
 from .checkpoint import CheckpointError, ModelInfo, canonicalize, detect_format, load_generator, read_tensors
 from .fast import FastLamaGenerator, fuse_for_inference
 from .generator import BIG_LAMA, LAMA_FOURIER, LamaConfig, LamaGenerator, config_from_state_dict
+from . import checks, masks, strategies
 from .inference import MIN_SIZE, binarize, composite, inpaint, pad_symmetric, padded_size, predict
 
 __all__ = [
@@ -26,14 +27,17 @@ __all__ = [
     "ModelInfo",
     "binarize",
     "canonicalize",
+    "checks",
     "composite",
     "config_from_state_dict",
     "detect_format",
     "fuse_for_inference",
     "inpaint",
     "load_generator",
+    "masks",
     "pad_symmetric",
     "padded_size",
     "predict",
     "read_tensors",
+    "strategies",
 ]

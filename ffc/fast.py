@@ -1,4 +1,4 @@
-"""Inference-only fast path: the same generator with BatchNorm folded away.
+"""Fast path: the same generator with BatchNorm folded away and frozen weights.
 
 :func:`fuse_for_inference` returns a new module (the original is left untouched) in which
 
@@ -7,12 +7,12 @@
   one bias);
 * the two convolutions that read the local features (local->local, local->global) are one
   convolution with concatenated outputs, so the local input is padded and read once;
-* ReLUs run in place and the residual adds reuse buffers;
+* with autograd off, ReLUs run in place and residual adds reuse buffers;
 * optionally everything runs in ``channels_last`` memory format (faster convolutions on CPU).
 
-It is numerically the same network (differences are float round-off, ~1e-7 here) and has no
-autograd support: use it under ``torch.inference_mode()`` / ``torch.no_grad()``. The
-refinement needs gradients through the rear and uses :class:`~ffc.generator.LamaGenerator`.
+It is numerically the same network (differences are float round-off, ~1e-7 here). Its weights
+never require grad, but it is differentiable with respect to its inputs and to the features
+between ``front`` and ``rear``, which is all the refinement optimises.
 """
 
 from __future__ import annotations
@@ -34,6 +34,11 @@ def _bn_scale_shift(bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
     return scale, bn.bias - bn.running_mean * scale
 
 
+def _relu(x: Tensor) -> Tensor:
+    # In place only when no graph records it (autograd needs ReLU's output intact).
+    return F.relu(x) if torch.is_grad_enabled() else F.relu_(x)
+
+
 def _scaled(weight: Tensor, scale: Tensor) -> Tensor:
     return weight * scale.reshape(-1, *([1] * (weight.ndim - 1)))
 
@@ -47,7 +52,7 @@ class _FusedFourierUnit(nn.Module):
         self.conv.bias.data = shift.clone()
 
     def forward(self, x: Tensor) -> Tensor:
-        return spectral_conv(x, lambda s: F.relu_(self.conv(s)), self.conv.weight.dtype)
+        return spectral_conv(x, lambda s: _relu(self.conv(s)), self.conv.weight.dtype)
 
 
 class _FusedFFC(nn.Module):
@@ -98,11 +103,11 @@ class _FusedFFC(nn.Module):
         if self.global_conv is not None and x_g is not None:
             out_l = out_l + F.conv2d(self._pad(x_g), self.global_conv, None, self.stride)
         if self.spectral is not None and x_g is not None:
-            s = F.relu_(self.spectral_in(x_g))
+            s = _relu(self.spectral_in(x_g))
             s = F.conv2d(s + self.spectral(s), self.spectral_out)
             out_g = out_g + s
-        # In place: these are fresh sums or disjoint channel views of ``merged``.
-        return (F.relu_(out_l) if out_l is not None else None), (F.relu_(out_g) if out_g is not None else None)
+        # Fresh sums or disjoint channel views of ``merged``: safe to rectify in place without autograd.
+        return (_relu(out_l) if out_l is not None else None), (_relu(out_g) if out_g is not None else None)
 
 
 class _FusedResBlock(nn.Module):
@@ -113,6 +118,8 @@ class _FusedResBlock(nn.Module):
 
     def forward(self, x: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         y_l, y_g = self.conv2(self.conv1(x))
+        if torch.is_grad_enabled():
+            return x[0] + y_l, x[1] + y_g
         return y_l.add_(x[0]), y_g.add_(x[1])
 
 
@@ -126,7 +133,7 @@ def _fused_up(conv_t: nn.ConvTranspose2d, bn: nn.BatchNorm2d) -> nn.ConvTranspos
 
 
 class FastLamaGenerator(nn.Module):
-    """Inference-only generator with the same call contract as :class:`LamaGenerator`."""
+    """BatchNorm-folded generator with the same contract as :class:`LamaGenerator` (frozen weights)."""
 
     def __init__(self, generator: LamaGenerator, channels_last: bool = True) -> None:
         super().__init__()
@@ -145,7 +152,7 @@ class FastLamaGenerator(nn.Module):
                 elif isinstance(m, FFCResBlock):
                     layers.append(_FusedResBlock(m))
                 elif isinstance(m, nn.ConvTranspose2d):
-                    layers += [_fused_up(m, source[i + 1]), nn.ReLU(inplace=True)]
+                    layers += [_fused_up(m, source[i + 1]), nn.ReLU()]
                     i += 2  # BatchNorm folded, ReLU re-added above
                 elif isinstance(m, (nn.ReflectionPad2d, nn.Conv2d, nn.Sigmoid, ConcatTuple)):
                     layers.append(copy.deepcopy(m))
@@ -156,18 +163,30 @@ class FastLamaGenerator(nn.Module):
         if channels_last:
             self.body = self.body.to(memory_format=torch.channels_last)
 
-    def forward(self, x: Tensor) -> Tensor:
-        if torch.is_grad_enabled():
-            raise RuntimeError("FastLamaGenerator is inference-only: call it under torch.inference_mode() or no_grad()")
+    def _first_block(self) -> int:
+        return self.config.first_block_index
+
+    def front(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Encoder -> (local, global) features at H/8, as :meth:`LamaGenerator.front`."""
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.body(x).contiguous()
+        local, global_ = self.body[: self._first_block()](x)
+        return local, global_
+
+    def rear(self, features: tuple[Tensor, Tensor]) -> Tensor:
+        """Residual blocks and decoder -> prediction in (0, 1), NCHW-contiguous."""
+        if self.channels_last:
+            features = tuple(f.contiguous(memory_format=torch.channels_last) for f in features)
+        return self.body[self._first_block() :](features).contiguous()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.rear(self.front(x))
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
 
 def fuse_for_inference(generator: LamaGenerator, *, channels_last: bool = True) -> FastLamaGenerator:
-    """Return a BatchNorm-folded, inference-only copy of ``generator`` (same device and dtype)."""
+    """Return a BatchNorm-folded copy of ``generator`` with frozen weights (same device and dtype)."""
     param = next(generator.parameters())
     return FastLamaGenerator(generator, channels_last=channels_last).to(param.device, param.dtype)

@@ -35,13 +35,29 @@ def test_fast_path_matches_eager_on_random_weights():
         assert (fast(x) - expected).abs().max() < 1e-5
 
 
-def test_fast_path_leaves_the_generator_untouched_and_refuses_autograd(tiny_generator, tiny_state):
+def test_fast_path_leaves_the_generator_untouched(tiny_generator, tiny_state):
     fast = fuse_for_inference(tiny_generator)
     assert all(torch.equal(tiny_generator.state_dict()[k], v) for k, v in tiny_state.items())
     assert fast.config == tiny_generator.config
     assert fast.num_parameters() < tiny_generator.num_parameters()  # BatchNorm folded away
-    with pytest.raises(RuntimeError, match="inference-only"):
-        fast(torch.rand(1, 4, 16, 16))
+    assert not any(p.requires_grad for p in fast.parameters())
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_fast_rear_gradients_match_the_generator(tiny_generator, channels_last):
+    """The refinement differentiates the rear with respect to the features: same gradients."""
+    fast = fuse_for_inference(tiny_generator, channels_last=channels_last)
+    x = torch.rand(1, 4, 32, 40)
+    grads = []
+    for model in (tiny_generator, fast):
+        with torch.no_grad():
+            local, global_ = (f.detach().contiguous() for f in model.front(x))
+        local.requires_grad_(True)
+        global_.requires_grad_(True)
+        model.rear((local, global_)).square().mean().backward()
+        grads.append((local.grad, global_.grad))
+    for reference, fused in zip(*grads):
+        assert torch.allclose(fused, reference, rtol=1e-4, atol=1e-8)
 
 
 def test_fast_path_requires_eval_mode(tiny_generator):

@@ -1,0 +1,115 @@
+"""An honest estimate of the memory one refinement scale needs, and what the device has free.
+
+The estimate measures rather than guesses: it runs the rear once at two small probe sizes with
+``torch.autograd.graph.saved_tensors_hooks`` and counts the bytes autograd keeps for backward,
+per residual block and for the decoder. Those bytes are linear in the number of pixels, so two
+probes give the per-pixel cost for this model, dtype and mode. On top come the working tensors
+(image, mask, prediction, losses) and the transient peak of the largest activation and its
+gradient. Checkpointing keeps only segment boundaries plus one segment at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["MemoryEstimate", "estimate_refine_bytes", "available_bytes"]
+
+_PROBES = (64, 96)  # probe input sizes (multiples of 8, bottleneck >= 8 px)
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes needed to optimise one scale of ``height`` x ``width`` (weights not included)."""
+
+    total: int
+    saved_activations: int
+    working: int
+
+    def gib(self) -> float:
+        return self.total / 2**30
+
+
+def _storage_bytes(t: Tensor) -> tuple[int, int]:
+    storage = t.untyped_storage()
+    return storage.data_ptr(), storage.nbytes()
+
+
+def _probe(model: nn.Module, size: int, autocast_dtype: torch.dtype | None) -> tuple[list[int], list[int]]:
+    """Per rear segment: bytes saved for backward, and bytes of the segment's output."""
+    from .core import rear_segments
+
+    device = next(model.parameters()).device
+    segments = rear_segments(model)
+    saved, outputs = [0] * len(segments), [0] * len(segments)
+    seen: set[int] = set()
+    current = [0]
+
+    def pack(t: Tensor) -> Tensor:
+        # Weights are saved too, but they do not grow with the image: the two-probe fit drops them.
+        ptr, nbytes = _storage_bytes(t)
+        if ptr not in seen:
+            seen.add(ptr)
+            saved[current[0]] += nbytes
+        return t
+
+    x = torch.rand(1, model.config.in_channels, size, size, device=device)
+    autocast = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
+    with torch.no_grad(), autocast:
+        local, global_ = model.front(x)
+    # Run the segments one after another, exactly as checkpointing does.
+    h: Tensor | tuple[Tensor, ...] = (local.float().requires_grad_(True), global_.float().requires_grad_(True))
+    with torch.enable_grad(), autocast, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        for index, segment in enumerate(segments):
+            current[0] = index
+            h = segment(h)
+            outputs[index] = sum(t.numel() * t.element_size() for t in (h if isinstance(h, tuple) else (h,)))
+    return saved, outputs
+
+
+def _per_pixel(model: nn.Module, autocast_dtype: torch.dtype | None) -> tuple[list[float], list[float]]:
+    (saved_a, out_a), (saved_b, out_b) = (_probe(model, s, autocast_dtype) for s in _PROBES)
+    area = _PROBES[1] ** 2 - _PROBES[0] ** 2
+    slope = lambda a, b: [max(0.0, (y - x) / area) for x, y in zip(a, b)]  # noqa: E731
+    return slope(saved_a, saved_b), slope(out_a, out_b)
+
+
+def estimate_refine_bytes(
+    model: nn.Module,
+    height: int,
+    width: int,
+    *,
+    checkpoint_rear: bool = False,
+    autocast_dtype: torch.dtype | None = None,
+) -> MemoryEstimate:
+    """Estimate the peak bytes to optimise one padded scale of ``height`` x ``width``."""
+    saved_px, output_px = _per_pixel(model, autocast_dtype)
+    pixels = height * width
+    if checkpoint_rear:
+        # Segment inputs are kept; in backward one segment is recomputed at a time, and only the
+        # gradients at its two ends are alive.
+        saved = pixels * (sum(output_px) + max(saved_px) + 2 * max(output_px))
+    else:
+        saved = pixels * sum(saved_px)
+    # Image, hole, prediction, pyramid and loss tensors: about 24 floats per pixel. (The front's
+    # no-grad peak, ~3 ngf-wide activations, is over before the rear starts and is smaller.)
+    working = 4 * pixels * 24
+    return MemoryEstimate(total=int(saved + working), saved_activations=int(saved), working=int(working))
+
+
+def available_bytes(device: torch.device) -> int | None:
+    """Free memory usable by this process on ``device`` (None when it cannot be known)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        reserved_unused = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(free + reserved_unused)
+    if device.type == "cpu":
+        try:
+            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return None
+    return None

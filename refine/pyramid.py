@@ -1,0 +1,91 @@
+"""Image/mask pyramid of the official refinement (``docs/lama-reference.md`` §5.3, fixtures README §4)."""
+
+from __future__ import annotations
+
+import math
+
+import kornia
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "MASK_EPS",
+    "blur5",
+    "pyrdown",
+    "pyrdown_mask",
+    "loss_mask_down",
+    "number_of_scales",
+    "budget_size",
+    "resize_to_budget",
+    "build_pyramid",
+    "pad_reflect_to_multiple",
+]
+
+# The official thresholds: a pyramid mask pixel is a hole when >= 1e-8 (in float32, 1 - 1e-8 == 1).
+MASK_EPS = 1e-8
+
+
+def blur5(x: Tensor) -> Tensor:
+    """5x5 Gaussian, sigma 1, torch-"reflect" border, applied as one 2-D kernel (as kornia 0.5 did)."""
+    kernel = kornia.filters.get_gaussian_kernel2d((5, 5), (1.0, 1.0), device=x.device, dtype=x.dtype)
+    return kornia.filters.filter2d(x, kernel, border_type="reflect")
+
+
+def pyrdown(x: Tensor) -> Tensor:
+    """Blur, then bilinear resize to (H // 2, W // 2) without antialiasing."""
+    height, width = x.shape[-2:]
+    return F.interpolate(blur5(x), size=(height // 2, width // 2), mode="bilinear", align_corners=False)
+
+
+def pyrdown_mask(mask: Tensor) -> Tensor:
+    """Coarser pyramid mask: blur + bilinear, then any positive value is a hole (grows holes)."""
+    return (pyrdown(mask) >= MASK_EPS).to(mask.dtype)
+
+
+def loss_mask_down(mask: Tensor) -> Tensor:
+    """Mask for the coarse-consistency term: bilinear (no blur) to half size, keep fully-hole pixels."""
+    height, width = mask.shape[-2:]
+    down = F.interpolate(mask, size=(height // 2, width // 2), mode="bilinear", align_corners=False)
+    return (down >= 1 - MASK_EPS).to(mask.dtype)
+
+
+def number_of_scales(height: int, width: int, min_side: int, max_scales: int) -> int:
+    """``min(1 + round(max(0, log2(min(h, w) / min_side))), max_scales)`` (round half to even)."""
+    return min(1 + int(round(max(0.0, math.log2(min(height, width) / min_side)))), max_scales)
+
+
+def budget_size(height: int, width: int, px_budget: int) -> tuple[int, int]:
+    """The official reduced size when ``height * width > px_budget`` (floor), else unchanged."""
+    if height * width <= px_budget:
+        return height, width
+    ratio = math.sqrt(px_budget / (height * width))
+    return int(height * ratio), int(width * ratio)
+
+
+def resize_to_budget(image: Tensor, mask: Tensor, px_budget: int) -> tuple[Tensor, Tensor]:
+    """Bilinear resize (no antialias) to the budget; resized mask values > 1e-8 become 1."""
+    size = budget_size(*image.shape[-2:], px_budget)
+    if size == tuple(image.shape[-2:]):
+        return image, mask
+    image = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
+    mask = F.interpolate(mask, size=size, mode="bilinear", align_corners=False)
+    return image, torch.where(mask > MASK_EPS, torch.ones_like(mask), mask)
+
+
+def build_pyramid(image: Tensor, mask: Tensor, n_scales: int) -> list[tuple[Tensor, Tensor]]:
+    """[(image, mask)] from coarsest to finest; the finest mask is left as given (may be soft)."""
+    levels = [(image, mask)]
+    for _ in range(n_scales - 1):
+        image, mask = pyrdown(image), pyrdown_mask(mask)
+        levels.append((image, mask))
+    return levels[::-1]
+
+
+def pad_reflect_to_multiple(x: Tensor, multiple: int) -> Tensor:
+    """Pad bottom/right to a multiple with torch "reflect" (the per-scale pad of the refiner)."""
+    height, width = x.shape[-2:]
+    pad_h, pad_w = -height % multiple, -width % multiple
+    if pad_h == 0 and pad_w == 0:
+        return x
+    return F.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
