@@ -42,26 +42,27 @@ def _check_mask(name: str, mask: Tensor) -> None:
         raise ValueError(f"{name}: expected a float (B, 1, H, W) mask, got {got}")
 
 
+def _morphology(operation, mask: Tensor, size: int) -> Tensor:
+    _check_mask("mask", mask)
+    if size <= 1:
+        return mask.clone()
+    kernel = ellipse_kernel(size, device=mask.device, dtype=mask.dtype)
+    # "geodesic": pixels outside the image take no part, so the border neither erodes nor dilates.
+    return operation(mask, kernel, border_type="geodesic", engine="shift")
+
+
 def erode(mask: Tensor, size: int) -> Tensor:
-    """Grey-level erosion with a ``size`` px disk; the image border does not erode (geodesic).
+    """Grey-level erosion with a ``size`` px disk; the image border does not erode.
 
     Holes that touch the border keep their border pixels, as in the official refinement
     (kornia 0.5 padded with the maximum; kornia's "geodesic" border ignores outside pixels).
     """
-    _check_mask("mask", mask)
-    if size <= 1:
-        return mask.clone()
-    kernel = ellipse_kernel(size, device=mask.device, dtype=mask.dtype)
-    return kornia.morphology.erosion(mask, kernel, border_type="geodesic", engine="shift")
+    return _morphology(kornia.morphology.erosion, mask, size)
 
 
 def dilate(mask: Tensor, size: int) -> Tensor:
     """Grey-level dilation with a ``size`` px disk (outside the image counts as no hole)."""
-    _check_mask("mask", mask)
-    if size <= 1:
-        return mask.clone()
-    kernel = ellipse_kernel(size, device=mask.device, dtype=mask.dtype)
-    return kornia.morphology.dilation(mask, kernel, border_type="geodesic", engine="shift")
+    return _morphology(kornia.morphology.dilation, mask, size)
 
 
 def feather(mask: Tensor, radius: float) -> Tensor:

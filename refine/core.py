@@ -59,6 +59,8 @@ class ScaleOptions:
     # Skip autograd where no gradient is used (coarsest scale, each scale's last forward).
     # The official code records a graph there; the values are identical.
     no_grad_where_unused: bool = True
+    # Keep each scale's composited result in its report (for inspection and tests).
+    keep_results: bool = False
 
 
 @dataclass
@@ -70,6 +72,7 @@ class ScaleReport:
     iterations: int  # forwards run
     losses: list[float] = field(default_factory=list)
     stopped_early: bool = False
+    result: Tensor | None = None  # (1, 3, H, W) composited result, with ScaleOptions.keep_results
 
 
 def _masked_l1(a: Tensor, b: Tensor, select: Tensor) -> Tensor:
@@ -241,6 +244,8 @@ def refine_pyramid(
             lambda info: (notify(info), check_cancel()),
         )
         reference = result[:, :, :height, :width]
+        if options.keep_results:
+            report.result = reference
         reports.append(report)
     return reference, reports
 

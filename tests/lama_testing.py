@@ -9,12 +9,30 @@ from ffc import LamaConfig, LamaGenerator
 
 
 def random_generator(ngf: int = 8, n_blocks: int = 2, seed: int = 0) -> LamaGenerator:
-    """A small generator with random weights and non-trivial BatchNorm statistics, eval mode."""
+    """A small generator with random but lively weights, eval mode, frozen.
+
+    Follows the init recipe of the golden tiny model (fixtures' tiny_lama_config.json): convs
+    N(0, gain * sqrt(2 / fan_in)) with gain 0.5 in the residual blocks, 1.75 for the transposed
+    convs and 4 for the output conv, and non-trivial BatchNorm statistics, so the prediction
+    varies across the image and the refinement has gradients to follow (PyTorch's default init
+    gives an almost constant output).
+    """
     torch.manual_seed(seed)
     generator = LamaGenerator(LamaConfig(ngf=ngf, n_blocks=n_blocks))
+    first, last = generator.config.first_block_index, generator.config.first_block_index + n_blocks
     with torch.no_grad():
-        for module in generator.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
+        for name, module in generator.named_modules():
+            index = int(name.split(".")[1]) if name.count(".") >= 1 else -1
+            if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+                if isinstance(module, torch.nn.ConvTranspose2d):
+                    gain, fan_in = 1.75, module.weight.shape[0] * module.weight[0, 0].numel()
+                else:
+                    gain = 0.5 if first <= index < last else (4.0 if module.out_channels == 3 else 1.0)
+                    fan_in = module.weight[0].numel()
+                module.weight.normal_(0.0, gain * (2.0 / fan_in) ** 0.5)
+                if module.bias is not None:
+                    module.bias.uniform_(-0.05, 0.05)
+            elif isinstance(module, torch.nn.BatchNorm2d):
                 module.running_mean.uniform_(0.0, 0.2)
                 module.running_var.uniform_(0.5, 2.0)
                 module.weight.uniform_(0.75, 1.25)
