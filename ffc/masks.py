@@ -6,6 +6,7 @@ mask preprocessing for users.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import kornia
@@ -42,13 +43,41 @@ def _check_mask(name: str, mask: Tensor) -> None:
         raise ValueError(f"{name}: expected a float (B, 1, H, W) mask, got {got}")
 
 
+@functools.lru_cache(maxsize=None)
+def _shift_engine_available() -> bool:
+    """kornia's low-memory "shift" morphology engine is recent; ComfyUI only guarantees kornia >= 0.7.1."""
+    probe = torch.zeros(1, 1, 3, 3)
+    try:
+        kornia.morphology.erosion(probe, torch.ones(3, 3), engine="shift")
+    except (NotImplementedError, ValueError, TypeError):
+        return False
+    return True
+
+
+# Older engines build a (k*k)-times larger window tensor: keep each call's input below this many
+# elements (x k*k floats = about 1 GiB for a 15 px kernel) by processing row bands.
+_BAND_ELEMENTS = 1 << 20
+
+
 def _morphology(operation, mask: Tensor, size: int) -> Tensor:
     _check_mask("mask", mask)
     if size <= 1:
         return mask.clone()
     kernel = ellipse_kernel(size, device=mask.device, dtype=mask.dtype)
     # "geodesic": pixels outside the image take no part, so the border neither erodes nor dilates.
-    return operation(mask, kernel, border_type="geodesic", engine="shift")
+    if _shift_engine_available():
+        return operation(mask, kernel, border_type="geodesic", engine="shift")
+    height, width = mask.shape[-2:]
+    rows = max(1, _BAND_ELEMENTS // (mask.shape[0] * width))
+    if rows >= height:
+        return operation(mask, kernel, border_type="geodesic")
+    # Each band carries `radius` extra rows on both sides, so its own rows are exact.
+    radius, out = size // 2, []
+    for start in range(0, height, rows):
+        lo, hi = max(0, start - radius), min(height, start + rows + radius)
+        band = operation(mask[..., lo:hi, :], kernel, border_type="geodesic")
+        out.append(band[..., start - lo : start - lo + min(rows, height - start), :])
+    return torch.cat(out, dim=-2)
 
 
 def erode(mask: Tensor, size: int) -> Tensor:

@@ -69,3 +69,14 @@ def test_hole_boxes_separate_merge_and_shift_context_inward():
     assert hole_boxes(torch.zeros(10, 10), 5) == []
     with pytest.raises(ValueError, match="margin"):
         hole_boxes(hole, -1)
+
+
+def test_banded_morphology_for_old_kornia_is_exact(monkeypatch):
+    """Without kornia's "shift" engine, large masks go through in row bands: same result."""
+    from ffc import masks
+
+    mask = (torch.rand(2, 1, 90, 70, generator=torch.Generator().manual_seed(0)) > 0.6).float()
+    expected = erode(mask, 7), dilate(mask, 7)
+    monkeypatch.setattr(masks, "_shift_engine_available", lambda: False)
+    monkeypatch.setattr(masks, "_BAND_ELEMENTS", 2 * 70 * 11)  # 11-row bands
+    assert torch.equal(erode(mask, 7), expected[0]) and torch.equal(dilate(mask, 7), expected[1])
