@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable
 
 import torch
+from einops import rearrange
 from torch import Tensor, nn
 
 __all__ = [
@@ -56,17 +57,13 @@ def spectral_conv(x: Tensor, conv: Callable[[Tensor], Tensor], conv_dtype: torch
     ``x``'s device in ``conv_dtype``. Real and imaginary parts are interleaved per channel
     (2c = Re(c), 2c+1 = Im(c)), the channel order of the official weights.
     """
-    batch, _, height, width = x.shape
+    height, width = x.shape[-2:]
     work_device = x.device if _device_has_fft(x.device.type) else torch.device("cpu")
     spectrum = torch.fft.rfftn(x.to(work_device, torch.float32), dim=(-2, -1), norm="ortho")
-    freq_width = spectrum.shape[-1]
-    # (B, C, H, W', 2) -> (B, C, 2, H, W') -> (B, 2C, H, W')
-    stacked = torch.view_as_real(spectrum).permute(0, 1, 4, 2, 3).reshape(batch, -1, height, freq_width)
+    stacked = rearrange(torch.view_as_real(spectrum), "b c h w two -> b (c two) h w")
     y = conv(stacked.to(x.device, conv_dtype))
-    # (B, 2C', H, W') -> (B, C', H, W', 2) -> complex
-    y = y.to(work_device, torch.float32).reshape(batch, -1, 2, height, freq_width)
-    y = torch.view_as_complex(y.permute(0, 1, 3, 4, 2).contiguous())
-    out = torch.fft.irfftn(y, s=(height, width), dim=(-2, -1), norm="ortho")
+    y = rearrange(y.to(work_device, torch.float32), "b (c two) h w -> b c h w two", two=2)
+    out = torch.fft.irfftn(torch.view_as_complex(y.contiguous()), s=(height, width), dim=(-2, -1), norm="ortho")
     return out.to(x.device, x.dtype)
 
 
