@@ -41,8 +41,9 @@ def _device_has_fft(device_type: str) -> bool:
     if device_type != "mps":
         return True
     try:
-        probe = torch.ones(1, 1, 4, 4, device=device_type)
-        torch.fft.irfftn(torch.fft.rfftn(probe, dim=(-2, -1)), s=(4, 4), dim=(-2, -1))
+        # Every op of the spectral path: FFT, complex <-> real views and the inverse FFT.
+        spectrum = torch.view_as_real(torch.fft.rfftn(torch.ones(1, 1, 4, 6, device=device_type), dim=(-2, -1)))
+        torch.fft.irfftn(torch.view_as_complex(spectrum.contiguous()), s=(4, 6), dim=(-2, -1))
     except (RuntimeError, NotImplementedError, TypeError) as err:
         log.warning("torch.fft is not available on %s (%s); the Fourier units run on the CPU", device_type, err)
         return False

@@ -29,7 +29,9 @@ def _resized(image: Tensor, hole: Tensor, limit: int) -> tuple[Tensor, Tensor]:
     height, width = image.shape[-2:]
     ratio = limit / max(height, width)
     size = (max(1, round(height * ratio)), max(1, round(width * ratio)))
-    small = F.interpolate(image, size=size, mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+    # Antialiased bicubic has no MPS kernel in many torch releases: do that one resize on the CPU.
+    source = image.cpu() if image.device.type == "mps" else image
+    small = F.interpolate(source, size=size, mode="bicubic", align_corners=False, antialias=True).clamp(0, 1).to(image.device)
     # Any hole pixel that touches a small pixel makes it a hole (never shrink the hole).
     small_hole = (F.interpolate(hole, size=size, mode="area") > 0).to(hole.dtype)
     return small, small_hole
