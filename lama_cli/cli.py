@@ -1,0 +1,301 @@
+"""Argument parsing and the ``main(argv)`` entry point of ``python -m lama_cli``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ffc import CheckpointError, load_generator
+from ffc.strategies import STRATEGIES
+from refine import RefineSettings
+
+from .device import DEVICES, DTYPES, UsageError, resolve_device, resolve_dtype
+from .inpainter import MODES, Inpainter, MaskOptions, PlainOptions
+from .io import OUTPUT_FORMATS
+from .pairing import DEFAULT_MASK_SUFFIX, IMAGE_SUFFIXES, Job, pair_folder, plan_outputs, single_pair
+from .progress import ProgressReporter, Summary
+from .runner import run_batch
+
+__all__ = ["build_parser", "main", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+PROG = "python -m lama_cli"
+_REFINE_DEFAULTS = RefineSettings()
+_PLAIN_DEFAULTS = PlainOptions()
+# Output file extension -> --format value, for a single pair written to a named file.
+_FORMAT_OF_EXTENSION = {".png": "png", ".webp": "webp", ".jpg": "jpg", ".jpeg": "jpg"}
+
+EPILOG = f"""\
+pairing (--input-dir): a file whose name without extension ends in the mask suffix
+  (default "{DEFAULT_MASK_SUFFIX}") is a mask; every other image is an input whose mask is
+  <name><suffix>.<ext> in the same folder, e.g. cat.jpg + cat_mask.png (the official LaMa
+  convention). Results are written as <name>.png in the --output folder. Image extensions:
+  {", ".join(sorted(IMAGE_SUFFIXES))}.
+
+masks: read as grey levels (Pillow mode "L", alpha ignored); a pixel is a hole when its
+  value / 255 > --threshold (default 0: any non-black pixel). --erode then --dilate change the
+  hole with disk kernels of that diameter in px. Unmasked pixels are copied unchanged; an alpha
+  channel of the image is passed through to the output.
+
+files: inputs are never overwritten; an existing output is skipped unless --overwrite.
+
+exit codes: 0 all files done or skipped, 1 a file or the model failed, 2 usage error,
+  130 interrupted (Ctrl-C).
+
+examples:
+  {PROG} --model big-lama.safetensors --image photo.png --mask photo_mask.png -o out/
+  {PROG} --model big-lama.pt --input-dir photos/ -o results/ --mode refine --device cuda
+  {PROG} --info big-lama.ckpt
+"""
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Epilog kept as written; meaningful defaults (not None, not off) appended to the help."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.option_strings and action.default is not None and action.default is not False \
+                and action.default is not argparse.SUPPRESS:
+            text += " (default: %(default)s)"
+        return text
+
+
+def _int_at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _float_in(low: float, high: float, *, include_low: bool):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not ((low <= value if include_low else low < value) and value < high):
+            bracket = "[" if include_low else "("
+            raise argparse.ArgumentTypeError(f"expected a number in {bracket}{low}, {high}), got {value}")
+        return value
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full command line; every default comes from the core's own defaults."""
+    parser = argparse.ArgumentParser(
+        prog=PROG, formatter_class=_HelpFormatter, epilog=EPILOG,
+        description="LaMa inpainting (plain or with multiscale feature refinement) outside ComfyUI.",
+    )
+    files = parser.add_argument_group("input and output")
+    files.add_argument("--image", type=Path, metavar="FILE", help="one input image (needs --mask)")
+    files.add_argument("--mask", type=Path, metavar="FILE", help="the mask of --image (white = fill)")
+    files.add_argument("--input-dir", type=Path, metavar="DIR", help="folder of images and masks paired by name (see below)")
+    files.add_argument("--mask-suffix", default=DEFAULT_MASK_SUFFIX, metavar="SUFFIX", help="mask name = image name + this suffix")
+    files.add_argument("-o", "--output", type=Path, metavar="PATH",
+                       help="output folder (created if missing); with --image also a file name ending in .png/.webp/.jpg")
+    files.add_argument("--format", choices=tuple(OUTPUT_FORMATS), default=None,
+                       help="output format (default png; webp is lossless; jpg drops alpha)")
+    files.add_argument("--overwrite", action="store_true", help="replace existing output files (never inputs)")
+
+    model = parser.add_argument_group("model and device")
+    model.add_argument("--model", type=Path, metavar="FILE", help="LaMa generator: .safetensors, TorchScript .pt, Lightning .ckpt or .pth")
+    model.add_argument("--info", type=Path, metavar="MODEL", help="print what the loader detects in MODEL and exit")
+    model.add_argument("--mode", choices=MODES, default="plain", help="plain inference or multiscale refinement")
+    model.add_argument("--device", choices=DEVICES, default="auto", help="auto: cuda if available, else mps, else cpu")
+    model.add_argument("--dtype", "--precision", dest="dtype", choices=DTYPES, default="fp32",
+                       help="compute precision; bf16 on cuda/cpu only, FFTs stay fp32")
+
+    mask = parser.add_argument_group("mask")
+    mask.add_argument("--threshold", type=_float_in(0.0, 1.0, include_low=True), default=0.0, metavar="T",
+                      help="hole where mask / 255 > threshold")
+    mask.add_argument("--erode", type=_int_at_least(0), default=0, metavar="PX", help="shrink the hole (disk diameter)")
+    mask.add_argument("--dilate", type=_int_at_least(0), default=0, metavar="PX", help="grow the hole (disk diameter)")
+
+    plain = parser.add_argument_group("plain mode")
+    plain.add_argument("--strategy", choices=STRATEGIES, default=_PLAIN_DEFAULTS.strategy,
+                       help="original: full resolution; resize_to_limit: work on a downscaled copy; "
+                            "crop_around_mask: only boxes around the holes")
+    plain.add_argument("--resize-limit", type=_int_at_least(16), default=_PLAIN_DEFAULTS.resize_limit, metavar="PX",
+                       help="longest side for resize_to_limit")
+    plain.add_argument("--crop-margin", type=_int_at_least(0), default=_PLAIN_DEFAULTS.crop_margin, metavar="PX",
+                       help="context around each hole for crop_around_mask and --crop-to-mask")
+
+    refine = parser.add_argument_group("refine mode")
+    refine.add_argument("--n-iters", type=_int_at_least(1), default=_REFINE_DEFAULTS.n_iters, metavar="N",
+                        help="forward passes per refined scale")
+    refine.add_argument("--lr", type=_float_in(0.0, float("inf"), include_low=False), default=_REFINE_DEFAULTS.lr, metavar="LR",
+                        help="Adam learning rate on the features")
+    refine.add_argument("--min-side", type=_int_at_least(1), default=_REFINE_DEFAULTS.min_side, metavar="PX",
+                        help="smallest side of the coarsest scale (sets the number of scales)")
+    refine.add_argument("--max-scales", type=_int_at_least(1), default=_REFINE_DEFAULTS.max_scales, metavar="N",
+                        help="upper bound on the number of scales")
+    refine.add_argument("--n-scales", type=_int_at_least(1), default=_REFINE_DEFAULTS.n_scales, metavar="N",
+                        help="exact number of scales (overrides --min-side/--max-scales)")
+    refine.add_argument("--px-budget", type=_int_at_least(256), default=_REFINE_DEFAULTS.px_budget, metavar="PIXELS",
+                        help="refine larger images at this many pixels, then paste the holes into the full size")
+    refine.add_argument("--crop-to-mask", action="store_true", help="refine only boxes around the holes")
+    refine.add_argument("--early-stop-tol", type=_float_in(0.0, float("inf"), include_low=True),
+                        default=_REFINE_DEFAULTS.early_stop_tol, metavar="TOL", help="stop a scale when the loss improves less (0 = off)")
+
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress or summary, only errors")
+    return parser
+
+
+@dataclass(frozen=True)
+class _Plan:
+    jobs: list[Job]
+    folder: Path  # where outputs go; created before the first job runs
+    output_format: str
+
+
+def _error(message: str) -> None:
+    sys.stderr.write(f"{PROG}: error: {message}\n")
+
+
+def _output_target(args: argparse.Namespace) -> tuple[Path, Path | None, str]:
+    """(output folder, output file or None, format) from --output/--format."""
+    output: Path = args.output
+    names_a_file = args.input_dir is None and output.suffix.lower() in IMAGE_SUFFIXES and not output.is_dir()
+    if not names_a_file:
+        if output.exists() and not output.is_dir():
+            raise UsageError(f"--output {output}: exists and is not a folder")
+        return output, None, args.format or "png"
+    implied = _FORMAT_OF_EXTENSION.get(output.suffix.lower())
+    if implied is None:
+        raise UsageError(f"--output {output}: cannot write {output.suffix} files; use .png, .webp or .jpg")
+    if args.format and args.format != implied:
+        raise UsageError(f"--format {args.format} contradicts the output file name {output.name}")
+    return output.parent, output, implied
+
+
+def _plan(args: argparse.Namespace) -> _Plan:
+    """Jobs with output paths, or UsageError for a command line that cannot work."""
+    if args.model is None:
+        raise UsageError("--model is required (or use --info MODEL)")
+    if args.output is None:
+        raise UsageError("--output is required")
+    if args.input_dir is not None and (args.image or args.mask):
+        raise UsageError("use either --input-dir or --image/--mask, not both")
+    if args.input_dir is None and (args.image is None or args.mask is None):
+        raise UsageError("give --image and --mask, or --input-dir")
+    if not args.mask_suffix:
+        raise UsageError("--mask-suffix must not be empty")
+    folder, output_file, output_format = _output_target(args)
+
+    if args.input_dir is not None:
+        if not args.input_dir.is_dir():
+            raise UsageError(f"--input-dir {args.input_dir}: not a folder")
+        if folder.resolve() == args.input_dir.resolve():
+            raise UsageError("--output must differ from --input-dir (results would mix with the inputs)")
+        jobs = pair_folder(args.input_dir, args.mask_suffix)
+        if not jobs:
+            raise UsageError(f"--input-dir {args.input_dir}: no images found")
+    else:
+        jobs = single_pair(args.image, args.mask)
+        jobs[0].output = output_file
+    protected = [p for job in jobs for p in (job.image, job.mask) if p is not None] + [args.model]
+    plan_outputs(jobs, folder, output_format, overwrite=args.overwrite, protected=protected)
+    return _Plan(jobs, folder, output_format)
+
+
+def _refine_settings(args: argparse.Namespace) -> RefineSettings:
+    settings = RefineSettings(
+        n_iters=args.n_iters, lr=args.lr, min_side=args.min_side, max_scales=args.max_scales,
+        n_scales=args.n_scales, px_budget=args.px_budget, crop_to_mask=args.crop_to_mask,
+        crop_margin=args.crop_margin, early_stop_tol=args.early_stop_tol, precision=args.dtype,
+    )
+    try:
+        settings.validate()
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+    return settings
+
+
+def show_info(path: Path) -> int:
+    """``--info``: the loader's findings on stdout; 1 with the reason for a file it cannot use."""
+    try:
+        _, info = load_generator(path)
+    except CheckpointError as err:
+        _error(str(err))
+        return EXIT_FAILED
+    rows = [
+        ("file", str(path)),
+        ("format", info.source_format),
+        ("variant", info.variant),
+        ("parameters", f"{info.parameters:,}"),
+        ("key prefix", repr(info.key_prefix)),
+        ("residual blocks", str(info.config.n_blocks)),
+        ("ignored tensors", str(info.ignored_keys)),
+        ("summary", info.describe()),
+    ]
+    width = max(len(name) for name, _ in rows)
+    sys.stdout.write("".join(f"{name:<{width}}  {value}\n" for name, value in rows))
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace, plan: _Plan, reporter: ProgressReporter, summary: Summary) -> int:
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device, device_was_auto=args.device == "auto")
+    settings = _refine_settings(args)
+    summary.total = len(plan.jobs)
+    inpainter = None
+    # Nothing to load or create when every job already failed or is skipped (e.g. a finished rerun).
+    if any(job.problem is None and job.skip is None for job in plan.jobs):
+        try:
+            generator, info = load_generator(args.model)
+            plan.folder.mkdir(parents=True, exist_ok=True)
+        except CheckpointError as err:
+            _error(str(err))
+            return EXIT_FAILED
+        except OSError as err:
+            _error(f"cannot create the output folder {plan.folder}: {err.strerror or err}")
+            return EXIT_FAILED
+        reporter.note(f"model: {info.describe()}")
+        reporter.note(f"{args.mode} on {device} ({dtype})")
+        inpainter = Inpainter(
+            generator, device=device, dtype=dtype, mode=args.mode,
+            mask_options=MaskOptions(args.threshold, args.erode, args.dilate),
+            plain_options=PlainOptions(args.strategy, args.resize_limit, args.crop_margin),
+            refine_settings=settings,
+        )
+    run_batch(plan.jobs, inpainter, reporter, summary, plan.output_format)
+    return EXIT_FAILED if summary.any_failed else EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (0 ok, 1 a file failed, 2 usage, 130 Ctrl-C)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help (0) and usage errors (2), returned so callers get a code
+        return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
+    if args.info is not None:
+        return show_info(args.info)
+
+    reporter = ProgressReporter(sys.stderr, quiet=args.quiet)
+    summary = Summary()
+    started = time.perf_counter()
+    try:
+        plan = _plan(args)
+        code = _run(args, plan, reporter, summary)
+    except UsageError as err:
+        parser.print_usage(sys.stderr)
+        _error(str(err))
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        reporter.interrupted(summary)
+        return EXIT_INTERRUPTED
+    if summary.total:
+        reporter.summary(summary, time.perf_counter() - started)
+    return code
