@@ -28,7 +28,7 @@ def _load_validator():
 validate = _load_validator()
 
 WORKFLOWS = validate.REPO / "workflows"
-SHIPPED = ["lama_inpaint"]
+SHIPPED = ["lama_inpaint", "lama_refine_hires"]
 UI_FILES = sorted(WORKFLOWS.glob("*.json"))  # exactly what the template browser lists
 API_FILES = sorted((WORKFLOWS / "api").glob("*.json"))
 HYBRIDS = []
