@@ -28,10 +28,10 @@ def _load_validator():
 validate = _load_validator()
 
 WORKFLOWS = validate.REPO / "workflows"
-SHIPPED = ["lama_inpaint", "lama_refine_hires"]
+SHIPPED = ["lama_inpaint", "lama_refine_hires", "lama_then_sdxl"]
 UI_FILES = sorted(WORKFLOWS.glob("*.json"))  # exactly what the template browser lists
 API_FILES = sorted((WORKFLOWS / "api").glob("*.json"))
-HYBRIDS = []
+HYBRIDS = [WORKFLOWS / "lama_then_sdxl.json"]
 
 
 @pytest.fixture(scope="session")
@@ -247,6 +247,21 @@ def test_missing_model_files_are_allowed_unless_strict(inpaint, schemas):
     assert validate.check_ui(inpaint, schemas) == []
     (problem,) = validate.check_ui(inpaint, schemas, allow_missing_models=False)
     assert problem.startswith(f"node {node['id']} (LamaFFC_LoadModel) input 'model_name': 'lama/another.safetensors' is not among")
+
+
+def test_seed_widget_carries_a_control_value(schemas):
+    workflow = load(WORKFLOWS / "lama_then_sdxl.json")
+    sampler = node_of(workflow, "KSampler")
+    where = f"node {sampler['id']} (KSampler)"
+    # The values after seed are shifted by its control value: denoise is still found by name.
+    set_widget(workflow, sampler, "denoise", 1.5, schemas)
+    assert validate.check_ui(workflow, schemas) == [f"{where} input 'denoise': 1.5 is above the maximum 1.0"]
+    sampler["widgets_values"][1] = "sometimes"
+    assert f"{where} input 'seed': control_after_generate value 'sometimes' is not one of " \
+           "['decrement', 'fixed', 'increment', 'randomize']" in validate.check_ui(workflow, schemas)
+    del sampler["widgets_values"][1]
+    (problem,) = validate.check_ui(workflow, schemas)
+    assert problem.startswith(f"{where}: widgets_values has 6 values, expected 7 (seed, control_after_generate, steps")
 
 
 # -- the API format ------------------------------------------------------------------------------
