@@ -254,13 +254,13 @@ class ComfyUIServer:
             raise ComfyUIError(f"prompt failed: {detail or json.dumps(status)}\n{self.log_tail()}")
         return entry, seconds
 
-    def output_image(self, entry: dict, node_id: str) -> bytes:
-        """The bytes of the single image an output node saved, fetched through GET /view."""
+    def output_images(self, entry: dict, node_id: str) -> list[bytes]:
+        """The PNG bytes of every image an output node saved, fetched through GET /view."""
         images = entry.get("outputs", {}).get(node_id, {}).get("images", [])
-        if len(images) != 1:
-            raise ComfyUIError(f"node {node_id}: expected one saved image, history has {images!r}")
-        query = urllib.parse.urlencode({key: images[0][key] for key in ("filename", "subfolder", "type")})
-        return self._open(f"/view?{query}")
+        if not images:
+            raise ComfyUIError(f"node {node_id}: no saved image in the history entry {entry.get('outputs')!r}")
+        return [self._open("/view?" + urllib.parse.urlencode({key: image[key] for key in ("filename", "subfolder", "type")}))
+                for image in images]
 
 
 # -- prompts built from /object_info -------------------------------------------------------------

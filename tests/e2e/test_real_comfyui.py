@@ -49,24 +49,34 @@ def _fixture_weights() -> Path:
 
 @dataclass(frozen=True)
 class Picture:
-    """An RGBA input file: smooth colours, transparent (so LoadImage masks it) in ``hole``."""
+    """An input file: smooth colours, transparent (so LoadImage masks it) in ``hole``; RGB without one."""
 
     name: str
     width: int
     height: int
-    hole: tuple[slice, slice]
+    hole: tuple[slice, slice] | None
 
     def rgba(self) -> np.ndarray:
         y, x = np.mgrid[0 : self.height, 0 : self.width]
         rgba = np.stack([3 * x, 2 * y, (3 * x + 7 * y) % 256, np.full_like(x, 255)], axis=-1) % 256
-        rgba[self.hole + (3,)] = 0
+        if self.hole is not None:
+            rgba[self.hole + (3,)] = 0
         return rgba.astype(np.uint8)
+
+    def save(self, folder: Path) -> None:
+        from PIL import Image
+
+        rgba = self.rgba()
+        image = Image.fromarray(rgba, "RGBA") if self.hole is not None else Image.fromarray(rgba[..., :3], "RGB")
+        image.save(folder / self.name)
 
 
 # SMALL: min(48, 64) / 24 = 2, so min_side=24 gives two pyramid levels, the coarsest 24x32.
 SMALL = Picture("e2e_small.png", 64, 48, (slice(14, 30), slice(20, 44)))
 # LARGE: bigger than the smallest resize_limit (64) and than a hole plus a small crop margin.
 LARGE = Picture("e2e_large.png", 160, 120, (slice(40, 80), slice(50, 110)))
+# OPAQUE: no alpha, so LoadImage's mask is 64x64 zeros, neither this size nor aspect.
+OPAQUE = Picture("e2e_opaque.png", 80, 40, None)
 
 
 def _decode(png: bytes) -> np.ndarray:
@@ -84,15 +94,12 @@ def comfyui(tmp_path_factory) -> ComfyUIServer:
     if not (comfy_path / "main.py").is_file():
         _skip_or_fail(f"COMFYUI_PATH={comfy_path} is not a ComfyUI checkout (no main.py)")
     weights = _fixture_weights()
-
-    from PIL import Image
-
     layout = ServerLayout(tmp_path_factory.mktemp("comfyui"))
     layout.create(REPO, PACK_NAME)
     shutil.copyfile(weights, layout.lama_models / Path(MODEL).name)
     shutil.copyfile(weights, layout.inpaint_models / Path(INPAINT_MODEL).name)
-    for picture in (SMALL, LARGE):
-        Image.fromarray(picture.rgba(), "RGBA").save(layout.input / picture.name)
+    for picture in (SMALL, LARGE, OPAQUE):
+        picture.save(layout.input)
 
     server = ComfyUIServer(comfy_path, os.environ.get("COMFYUI_PYTHON", sys.executable), layout, PACK_NAME)
     server.start()
@@ -125,19 +132,28 @@ def _save(info: dict, graph: dict, name: str, image_node: str) -> None:
                                            filename_prefix=f"e2e/{name}_mask")
 
 
-def _check_saved(server: ComfyUIServer, entry: dict, name: str, picture: Picture) -> None:
+def _saved(server: ComfyUIServer, entry: dict, name: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(image, mask) pairs a node saved through _save, as (H, W, 3) and (H, W) uint8."""
+    images = [_decode(png) for png in server.output_images(entry, f"save_{name}")]
+    masks = [_decode(png)[..., 0] for png in server.output_images(entry, f"save_{name}_mask")]
+    assert len(images) == len(masks), f"{name}: {len(images)} images but {len(masks)} masks"
+    return list(zip(images, masks))
+
+
+def _check_saved(server: ComfyUIServer, entry: dict, name: str, picture: Picture, batch: int = 1) -> None:
     """Input size; bit-identical to the input where the node's mask is 0; changed somewhere inside."""
     source = picture.rgba()[..., :3]
-    result = _decode(server.output_image(entry, f"save_{name}"))
-    mask = _decode(server.output_image(entry, f"save_{name}_mask"))[..., 0]
-    assert result.shape == source.shape, f"{name}: saved {result.shape}, input {source.shape}"
-    assert mask.shape == source.shape[:2], f"{name}: mask {mask.shape}, input {source.shape[:2]}"
-    assert (mask[picture.hole] > 0).any(), f"{name}: the mask misses the transparent rectangle"
-    keep = mask == 0
-    assert keep.any(), f"{name}: the mask covers the whole picture"
-    changed = np.any(result != source, axis=-1)
-    assert not changed[keep].any(), f"{name}: {int(changed[keep].sum())} pixels outside the mask differ from the input"
-    assert changed[~keep].any(), f"{name}: nothing changed inside the mask"
+    saved = _saved(server, entry, name)
+    assert len(saved) == batch, f"{name}: saved {len(saved)} images, expected {batch}"
+    for result, mask in saved:
+        assert result.shape == source.shape, f"{name}: saved {result.shape}, input {source.shape}"
+        assert mask.shape == source.shape[:2], f"{name}: mask {mask.shape}, input {source.shape[:2]}"
+        assert (mask[picture.hole] > 0).any(), f"{name}: the mask misses the transparent rectangle"
+        keep = mask == 0
+        assert keep.any(), f"{name}: the mask covers the whole picture"
+        changed = np.any(result != source, axis=-1)
+        assert not changed[keep].any(), f"{name}: {int(changed[keep].sum())} pixels outside the mask differ from the input"
+        assert changed[~keep].any(), f"{name}: nothing changed inside the mask"
 
 
 def _require_pack(comfyui: ComfyUIServer, object_info: dict) -> None:
@@ -246,3 +262,40 @@ def test_inpaint_then_refine(comfyui: ComfyUIServer, object_info: dict) -> None:
     print(f"\n[e2e] inpaint + refine (whole image and crop_to_mask): {seconds:.1f} s")
     for name in names:
         _check_saved(comfyui, entry, name, SMALL)
+
+
+def test_batch_of_two_with_one_mask(comfyui: ComfyUIServer, object_info: dict) -> None:
+    """Two images and one mask: the mask applies to both (core nodes repeat a batch-1 mask)."""
+    _require_pack(comfyui, object_info)
+    graph = _masked_input(object_info, SMALL)
+    graph["batch"] = make_node(object_info, "RepeatImageBatch", image=["load", 0], amount=2)
+    graph["model"] = make_node(object_info, "LamaFFC_LoadModel", model_name=MODEL)
+    graph["inpaint"] = make_node(object_info, "LamaFFC_Inpaint", model=["model", 0], image=["batch", 0],
+                                 mask=["prepare", 0])
+    graph["refine"] = make_node(object_info, "LamaFFC_Refine", model=["model", 0], image=["inpaint", 0],
+                                mask=["prepare", 0], n_iters=1, min_side=24)
+    for name in ("inpaint", "refine"):
+        _save(object_info, graph, name, name)
+    entry, seconds = comfyui.run_prompt(graph, PROMPT_TIMEOUT)
+    print(f"\n[e2e] batch of 2, inpaint + refine: {seconds:.1f} s")
+    for name in ("inpaint", "refine"):
+        _check_saved(comfyui, entry, name, SMALL, batch=2)
+
+
+def test_image_without_alpha_passes_through(comfyui: ComfyUIServer, object_info: dict) -> None:
+    """No alpha: LoadImage gives a 64x64 empty mask; both nodes return the input unchanged."""
+    _require_pack(comfyui, object_info)
+    graph = _masked_input(object_info, OPAQUE)
+    graph["model"] = make_node(object_info, "LamaFFC_LoadModel", model_name=MODEL)
+    graph["inpaint"] = make_node(object_info, "LamaFFC_Inpaint", model=["model", 0], image=["load", 0],
+                                 mask=["prepare", 0])
+    graph["refine"] = make_node(object_info, "LamaFFC_Refine", model=["model", 0], image=["inpaint", 0],
+                                mask=["inpaint", 1], n_iters=1)
+    for name in ("inpaint", "refine"):
+        _save(object_info, graph, name, name)
+    entry, _ = comfyui.run_prompt(graph, PROMPT_TIMEOUT)
+    source = OPAQUE.rgba()[..., :3]
+    for name in ("inpaint", "refine"):
+        [(result, mask)] = _saved(comfyui, entry, name)
+        assert mask.shape == source.shape[:2] and not mask.any(), f"{name}: expected an empty {source.shape[:2]} mask"
+        assert np.array_equal(result, source), f"{name}: changed an image that has nothing to fill"
