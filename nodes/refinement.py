@@ -97,7 +97,7 @@ def _work_model(lama: LamaModel, settings: RefineSettings, memory_required: int)
         return load_for_inference(lama.patcher, memory_required)
     mm = comfy("model_management")
     device = torch.device(lama.patcher.load_device)
-    mm.free_memory(memory_required + lama.weight_bytes, device)
+    mm.free_memory(memory_required, device)  # the estimate already counts one copy of the weights
     log.info("LaMa refine: fp32 requested for a bf16 model; using a float32 copy of the weights")
     with torch.inference_mode(False):
         return fuse_for_inference(lama.generator).eval().to(device)
