@@ -13,7 +13,7 @@ import importlib.util
 import logging
 import os
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -44,8 +44,6 @@ class LamaModel:
     info: ModelInfo
     dtype: str  # "fp32" or "bf16": the dtype of the patched inference model
     patcher: Any  # comfy ModelPatcher around the BatchNorm-folded model
-    # Measurements that depend only on the model (e.g. refinement bytes per pixel), kept per model.
-    measurements: dict[str, float] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def torch_dtype(self) -> torch.dtype:

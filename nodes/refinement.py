@@ -61,34 +61,17 @@ def planned_forwards(hole: Tensor, settings: RefineSettings) -> int:
     return total
 
 
-def _refine_bytes_per_pixel(lama: LamaModel, precision: str) -> float:
-    """Peak refinement bytes per padded pixel of one scale (the estimate is linear in pixels)."""
-    key = f"refine_bytes_per_pixel/{precision}"
-    if key not in lama.measurements:
-        autocast = torch.bfloat16 if precision == "bf16" else None
-        # Probe the float32 CPU generator: made outside inference mode, so autograd can run (its
-        # BatchNorms make this a slight over-estimate of the folded model refine() runs).
-        with torch.inference_mode(False):
-            estimate = estimate_refine_bytes(lama.generator, 64, 64, autocast_dtype=autocast)
-        lama.measurements[key] = estimate.total / (64 * 64)
-    return lama.measurements[key]
-
-
 def _activation_bytes(lama: LamaModel, hole: Tensor, settings: RefineSettings) -> int:
     """Peak bytes of the largest region's finest scale without checkpointing."""
     sizes = [size for index in range(hole.shape[0]) for size in _regions(hole[index, 0], settings)]
     height, width = max(sizes, key=lambda s: s[0] * s[1])
     work_h, work_w = budget_size(height, width, settings.px_budget)
     padded_h, padded_w = padded_size(work_h, work_w, lama.info.config.multiple)
-    return int(_refine_bytes_per_pixel(lama, settings.precision) * padded_h * padded_w)
-
-
-def _checkpointing_when_it_fits(activations: int, device: torch.device, settings: RefineSettings) -> RefineSettings:
-    """Switch checkpointing off when the estimate clearly fits, sparing refine() its own probes."""
-    free = comfy("model_management").get_free_memory(device)
-    if settings.checkpointing == "auto" and activations <= free * settings.memory_fraction:
-        return replace(settings, checkpointing="off")
-    return settings
+    autocast = torch.bfloat16 if settings.precision == "bf16" else None
+    # Probe the float32 CPU generator: made outside inference mode, so autograd can run (its
+    # BatchNorms make this a slight over-estimate of the folded model refine() runs).
+    with torch.inference_mode(False):
+        return estimate_refine_bytes(lama.generator, padded_h, padded_w, autocast_dtype=autocast).total
 
 
 def _work_model(lama: LamaModel, settings: RefineSettings, memory_required: int) -> nn.Module:
@@ -139,7 +122,6 @@ def run(model: object, image: Tensor, mask: Tensor, n_iters: int = 15, lr: float
     activations = _activation_bytes(lama, inputs.hole, settings)
     # refine() copies weights that ComfyUI moved under inference mode before it can use autograd.
     net = _work_model(lama, settings, activations + lama.weight_bytes)
-    settings = _checkpointing_when_it_fits(activations + lama.weight_bytes, device, settings)
     checkpointed = replace(settings, checkpointing="on")
     smaller = replace(checkpointed, px_budget=max(settings.px_budget // 2, 256))
     refined = run_with_fallbacks([

@@ -44,7 +44,6 @@ class ComfyStubs:
 
     models_dir: str
     bf16: bool = False  # what should_use_bf16 answers
-    free_bytes: int = 8 << 30  # what get_free_memory answers
     interrupt_after: int | None = None  # raise StubInterrupt on this many-th interrupt check
     with_raise_non_oom: bool = True  # newer ComfyUI has raise_non_oom
     oom_exception: type = StubOOM  # Exception on CPU-only builds
@@ -94,7 +93,6 @@ class ComfyStubs:
         mm.unet_offload_device = lambda: cpu
         mm.intermediate_device = lambda: cpu
         mm.should_use_bf16 = lambda device=None, **kw: self.bf16
-        mm.get_free_memory = lambda device=None, torch_free_too=False: self.free_bytes
         mm.OOM_EXCEPTION = self.oom_exception
         mm.InterruptProcessingException = StubInterrupt
 
