@@ -162,6 +162,7 @@ class FastLamaGenerator(nn.Module):
         self.body = nn.Sequential(*layers).requires_grad_(False)
         if channels_last:
             self.body = self.body.to(memory_format=torch.channels_last)
+        self.eval()  # new modules start in training mode; there is no BatchNorm left, but callers check
 
     def _first_block(self) -> int:
         return self.config.first_block_index

@@ -41,6 +41,7 @@ def test_fast_path_leaves_the_generator_untouched(tiny_generator, tiny_state):
     assert fast.config == tiny_generator.config
     assert fast.num_parameters() < tiny_generator.num_parameters()  # BatchNorm folded away
     assert not any(p.requires_grad for p in fast.parameters())
+    assert not fast.training
 
 
 @pytest.mark.parametrize("channels_last", [True, False])
