@@ -180,6 +180,23 @@ def test_link_whose_declared_type_is_wrong(inpaint, schemas):
         f"node {node['id']} (LamaFFC_Inpaint) input 'image': the link says type LATENT, its source gives IMAGE"]
 
 
+@pytest.mark.parametrize(("given", "expected", "match"), [
+    ("IMAGE", "IMAGE", True), ("MASK", "IMAGE", False), ("*", "LATENT", True), ("MODEL", "*", True),
+    ("IMAGE,MASK", "MASK", True), ("MASK", "IMAGE, MASK", True), ("LATENT,MASK", "IMAGE", False),
+])
+def test_types_match_like_comfyui(given, expected, match):
+    assert validate.types_match(given, expected) is match
+
+
+def test_combo_options_are_enforced_in_the_v3_layout(inpaint, all_schemas):
+    schemas = all_schemas["v3"]
+    node = node_of(inpaint, "LamaFFC_Inpaint")
+    assert schemas[node["type"]]["input"]["required"]["strategy"][0] == "COMBO"
+    set_widget(inpaint, node, "strategy", "bogus", schemas)
+    assert validate.check_ui(inpaint, schemas) == [f"node {node['id']} (LamaFFC_Inpaint) input 'strategy': "
+                                                    "'bogus' is not among the options ['original', 'resize_to_limit', 'crop_around_mask']"]
+
+
 @pytest.mark.parametrize(("class_type", "name", "value", "message"), [
     ("LamaFFC_Inpaint", "resize_limit", 10, "10 is below the minimum 64"),
     ("LamaFFC_Inpaint", "mask_threshold", 1.5, "1.5 is above the maximum 1.0"),

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "CORE_OBJECT_INFO", "InputSpec", "Node", "check_api", "check_file", "check_ui", "input_specs",
-    "is_ui_format", "load_schemas", "types_match", "ui_to_api", "widget_slots",
+    "CORE_OBJECT_INFO", "InputSpec", "Node", "check_api", "check_file", "check_nodes", "check_ui", "input_specs",
+    "is_ui_format", "load_schemas", "read_api", "read_ui", "types_match", "ui_to_api", "widget_slots",
 ]
 
 REPO = Path(__file__).resolve().parents[2]
