@@ -7,7 +7,10 @@
   one bias);
 * the two convolutions that read the local features (local->local, local->global) are one
   convolution with concatenated outputs, so the local input is padded and read once;
-* with autograd off, ReLUs run in place and residual adds reuse buffers;
+* with autograd off, ReLUs run in place and residual adds reuse buffers; with autograd on,
+  convolutions keep only their (frozen) weights for backward, reflect padding only its input's
+  shape and ReLUs a 1-byte sign mask, so the refinement stores a fraction of the activations
+  autograd would;
 * optionally everything runs in ``channels_last`` memory format (faster convolutions on CPU).
 
 It is numerically the same network (differences are float round-off, ~1e-7 here). Its weights
@@ -22,6 +25,7 @@ import copy
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.modules.utils import _pair
 
 from .generator import LamaConfig, LamaGenerator
 from .layers import ConcatTuple, FFCBnAct, FFCResBlock, FourierUnit, spectral_conv
@@ -34,9 +38,108 @@ def _bn_scale_shift(bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
     return scale, bn.bias - bn.running_mean * scale
 
 
+class _FrozenConv(torch.autograd.Function):
+    """Convolution whose weights never get gradients: keeps only the weights for backward.
+
+    Autograd's own convolution keeps its input (for the weight gradient) even when the weights
+    are frozen; that input is most of the refinement's memory. The input gradient is computed by
+    the same ``convolution_backward`` kernel autograd would call.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, padding, transposed, output_padding):  # noqa: D102
+        ctx.save_for_backward(weight)
+        ctx.geometry = (x.shape, x.dtype, stride, padding, transposed, output_padding)
+        if transposed:
+            return F.conv_transpose2d(x, weight, bias, stride, padding, output_padding)
+        return F.conv2d(x, weight, bias, stride, padding)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        (weight,) = ctx.saved_tensors
+        shape, dtype, stride, padding, transposed, output_padding = ctx.geometry
+        shape_only = grad.new_empty(1).expand(shape)  # convolution_backward reads only its shape
+        grad_input = torch.ops.aten.convolution_backward(
+            grad, shape_only, weight.to(grad.dtype), None, stride, padding, (1, 1), transposed, output_padding, 1,
+            (True, False, False),
+        )[0]
+        return grad_input.to(dtype), None, None, None, None, None, None
+
+
+class _SignMaskReLU(torch.autograd.Function):
+    """ReLU that keeps a 1-byte sign mask for backward instead of its float output."""
+
+    @staticmethod
+    def forward(ctx, x):  # noqa: D102
+        out = torch.relu(x)
+        ctx.save_for_backward(out > 0)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        (positive,) = ctx.saved_tensors
+        return torch.where(positive, grad, torch.zeros((), dtype=grad.dtype, device=grad.device))
+
+
+class _ReflectPad(torch.autograd.Function):
+    """Reflect padding that keeps only the input's shape for backward (autograd keeps the input)."""
+
+    @staticmethod
+    def forward(ctx, x, padding):  # noqa: D102
+        ctx.geometry = (x.shape, padding)
+        return F.pad(x, padding, mode="reflect")
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        shape, padding = ctx.geometry
+        shape_only = grad.new_empty(1).expand(shape)  # the kernel reads only its shape
+        return torch.ops.aten.reflection_pad2d_backward(grad, shape_only, padding), None
+
+
+def reflect_pad(x: Tensor, padding: tuple[int, int, int, int]) -> Tensor:
+    return _ReflectPad.apply(x, padding) if torch.is_grad_enabled() else F.pad(x, padding, mode="reflect")
+
+
+class ReflectPadModule(nn.Module):
+    """Reflection padding with the memory-light backward (the fused model's ReflectionPad2d)."""
+
+    def __init__(self, padding: tuple[int, int, int, int]) -> None:
+        super().__init__()
+        self.padding = padding
+
+    def forward(self, x: Tensor) -> Tensor:
+        return reflect_pad(x, self.padding)
+
+
 def _relu(x: Tensor) -> Tensor:
-    # In place only when no graph records it (autograd needs ReLU's output intact).
-    return F.relu(x) if torch.is_grad_enabled() else F.relu_(x)
+    # In place when no graph records it; otherwise the mask-saving ReLU.
+    return _SignMaskReLU.apply(x) if torch.is_grad_enabled() else F.relu_(x)
+
+
+def _conv(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=(1, 1), padding=(0, 0),
+          transposed: bool = False, output_padding=(0, 0)) -> Tensor:
+    stride, padding, output_padding = tuple(_pair(stride)), tuple(_pair(padding)), tuple(_pair(output_padding))
+    return _FrozenConv.apply(x, weight, bias, stride, padding, transposed, output_padding)
+
+
+class _Conv(nn.Module):
+    """A frozen Conv2d / ConvTranspose2d (weights copied, BatchNorm possibly folded in)."""
+
+    def __init__(self, weight: Tensor, bias: Tensor | None, *, stride=1, padding=0, transposed=False,
+                 output_padding=0) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
+        self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
+        self.stride, self.padding, self.output_padding = stride, padding, output_padding
+        self.transposed = transposed
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _conv(x, self.weight, self.bias, self.stride, self.padding, self.transposed, self.output_padding)
+
+
+class _ReLU(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return _relu(x)
 
 
 def _scaled(weight: Tensor, scale: Tensor) -> Tensor:
@@ -47,9 +150,7 @@ class _FusedFourierUnit(nn.Module):
     def __init__(self, fu: FourierUnit) -> None:
         super().__init__()
         scale, shift = _bn_scale_shift(fu.bn)
-        self.conv = nn.Conv2d(fu.conv_layer.in_channels, fu.conv_layer.out_channels, 1)
-        self.conv.weight.data = _scaled(fu.conv_layer.weight, scale)
-        self.conv.bias.data = shift.clone()
+        self.conv = _Conv(_scaled(fu.conv_layer.weight, scale), shift)
 
     def forward(self, x: Tensor) -> Tensor:
         return spectral_conv(x, lambda s: _relu(self.conv(s)), self.conv.weight.dtype)
@@ -85,26 +186,24 @@ class _FusedFFC(nn.Module):
         if ffc.convg2g is not None:
             st = ffc.convg2g
             scale1, shift1 = _bn_scale_shift(st.conv1[1])
-            self.spectral_in = nn.Conv2d(st.conv1[0].in_channels, st.conv1[0].out_channels, 1)
-            self.spectral_in.weight.data = _scaled(st.conv1[0].weight, scale1)
-            self.spectral_in.bias.data = shift1.clone()
+            self.spectral_in = _Conv(_scaled(st.conv1[0].weight, scale1), shift1)
             self.spectral = _FusedFourierUnit(st.fu)
             self.spectral_out = nn.Parameter(_scaled(st.conv2.weight, scale_g), requires_grad=False)
 
     def _pad(self, x: Tensor) -> Tensor:
         p = self.padding
-        return F.pad(x, (p, p, p, p), mode="reflect") if p else x
+        return reflect_pad(x, (p, p, p, p)) if p else x
 
     def forward(self, x: Tensor | tuple[Tensor, Tensor | None]) -> tuple[Tensor | None, Tensor | None]:
         x_l, x_g = x if isinstance(x, tuple) else (x, None)
-        merged = F.conv2d(self._pad(x_l), self.local_conv, self.local_bias, self.stride)
+        merged = _conv(self._pad(x_l), self.local_conv, self.local_bias, self.stride)
         out_l = merged[:, : self.out_local] if self.out_local else None
         out_g = merged[:, self.out_local :] if self.out_global else None
         if self.global_conv is not None and x_g is not None:
-            out_l = out_l + F.conv2d(self._pad(x_g), self.global_conv, None, self.stride)
+            out_l = out_l + _conv(self._pad(x_g), self.global_conv, None, self.stride)
         if self.spectral is not None and x_g is not None:
             s = _relu(self.spectral_in(x_g))
-            s = F.conv2d(s + self.spectral(s), self.spectral_out)
+            s = _conv(s + self.spectral(s), self.spectral_out)
             out_g = out_g + s
         # Fresh sums or disjoint channel views of ``merged``: safe to rectify in place without autograd.
         return (_relu(out_l) if out_l is not None else None), (_relu(out_g) if out_g is not None else None)
@@ -123,13 +222,11 @@ class _FusedResBlock(nn.Module):
         return y_l.add_(x[0]), y_g.add_(x[1])
 
 
-def _fused_up(conv_t: nn.ConvTranspose2d, bn: nn.BatchNorm2d) -> nn.ConvTranspose2d:
+def _fused_up(conv_t: nn.ConvTranspose2d, bn: nn.BatchNorm2d) -> _Conv:
     scale, shift = _bn_scale_shift(bn)
-    fused = copy.deepcopy(conv_t)
     # ConvTranspose2d weight is (in, out, kh, kw): scale along dim 1.
-    fused.weight.data = conv_t.weight * scale.reshape(1, -1, 1, 1)
-    fused.bias.data = conv_t.bias * scale + shift
-    return fused
+    return _Conv(conv_t.weight * scale.reshape(1, -1, 1, 1), conv_t.bias * scale + shift, stride=conv_t.stride,
+                 padding=conv_t.padding, transposed=True, output_padding=conv_t.output_padding)
 
 
 class FastLamaGenerator(nn.Module):
@@ -152,9 +249,13 @@ class FastLamaGenerator(nn.Module):
                 elif isinstance(m, FFCResBlock):
                     layers.append(_FusedResBlock(m))
                 elif isinstance(m, nn.ConvTranspose2d):
-                    layers += [_fused_up(m, source[i + 1]), nn.ReLU()]
+                    layers += [_fused_up(m, source[i + 1]), _ReLU()]
                     i += 2  # BatchNorm folded, ReLU re-added above
-                elif isinstance(m, (nn.ReflectionPad2d, nn.Conv2d, nn.Sigmoid, ConcatTuple)):
+                elif isinstance(m, nn.Conv2d):
+                    layers.append(_Conv(m.weight, m.bias, stride=m.stride, padding=m.padding))
+                elif isinstance(m, nn.ReflectionPad2d):
+                    layers.append(ReflectPadModule(tuple(m.padding)))
+                elif isinstance(m, (nn.Sigmoid, ConcatTuple)):
                     layers.append(copy.deepcopy(m))
                 else:
                     raise TypeError(f"fuse_for_inference: unexpected module {type(m).__name__} at index {i}")

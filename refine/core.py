@@ -90,7 +90,9 @@ def rear_segments(model: nn.Module) -> list[nn.Sequential]:
     first = model.config.first_block_index
     blocks_end = first + model.config.n_blocks
     segments = [body[i : i + 1] for i in range(first, blocks_end)]
-    cuts = [i for i in range(blocks_end + 1, len(body)) if isinstance(body[i], (nn.ConvTranspose2d, nn.ReflectionPad2d))]
+    # Transposed convolutions (nn.ConvTranspose2d, or the fused model's frozen ones) start a stage.
+    cuts = [i for i in range(blocks_end + 1, len(body))
+            if isinstance(body[i], (nn.ReflectionPad2d, ffc.fast.ReflectPadModule)) or getattr(body[i], "transposed", False)]
     for start, end in zip([blocks_end] + cuts, cuts + [len(body)]):
         segments.append(body[start:end])
     return segments
