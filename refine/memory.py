@@ -1,6 +1,7 @@
 """An honest estimate of the memory one refinement scale needs, and what the device has free.
 
-The estimate measures rather than guesses: it runs the rear once at two small probe sizes with
+The estimate measures rather than guesses: it runs the rear of a CPU twin of the model (same
+architecture and dtype, fresh weights) once at two small probe sizes with
 ``torch.autograd.graph.saved_tensors_hooks`` and counts the bytes autograd keeps for backward,
 per residual block and for the decoder. Those bytes are linear in the number of pixels, so two
 probes give the per-pixel cost for this model, dtype and mode. On top come the working tensors
@@ -16,6 +17,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+
+from ._ffc import ffc
+from .core import rear_segments
 
 __all__ = ["MemoryEstimate", "estimate_refine_bytes", "available_bytes"]
 
@@ -41,8 +45,6 @@ def _storage_bytes(t: Tensor) -> tuple[int, int]:
 
 def _probe(model: nn.Module, size: int, autocast_dtype: torch.dtype | None) -> tuple[list[int], list[int]]:
     """Per rear segment: bytes saved for backward, and bytes of the segment's output."""
-    from .core import rear_segments
-
     device = next(model.parameters()).device
     segments = rear_segments(model)
     saved, outputs = [0] * len(segments), [0] * len(segments)
@@ -71,17 +73,30 @@ def _probe(model: nn.Module, size: int, autocast_dtype: torch.dtype | None) -> t
     return saved, outputs
 
 
-# Per-pixel costs depend only on the architecture, weight dtype, device type, memory format and
-# autocast dtype, not on the weights: measured once per such key (each probe costs seconds on CPU).
+# Per-pixel costs depend only on the architecture (model type and config), weight dtype, memory
+# format and autocast dtype -- not on the weights or the device: measured once per such key.
 _PROFILES: dict[tuple, tuple[list[float], list[float]]] = {}
 
 
-def _per_pixel(model: nn.Module, autocast_dtype: torch.dtype | None) -> tuple[list[float], list[float]]:
-    weight = next(model.parameters())
-    key = (type(model).__name__, model.config, weight.dtype, weight.device.type,
-           getattr(model, "channels_last", False), autocast_dtype)
+def _twin(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """A CPU model of the same type and configuration with fresh weights, built outside inference
+    mode: measuring on it needs no VRAM and works whatever state the real model is in."""
+    with torch.inference_mode(False):
+        generator = ffc.LamaGenerator(model.config).eval().requires_grad_(False)
+        if isinstance(model, ffc.FastLamaGenerator):
+            return ffc.fuse_for_inference(generator, channels_last=model.channels_last).to(dtype)
+        return generator.to(dtype)
+
+
+def _per_pixel(
+    model: nn.Module, autocast_dtype: torch.dtype | None, dtype: torch.dtype | None = None
+) -> tuple[list[float], list[float]]:
+    dtype = dtype or next(model.parameters()).dtype
+    key = (type(model).__name__, model.config, dtype, getattr(model, "channels_last", False), autocast_dtype)
     if key not in _PROFILES:
-        (saved_a, out_a), (saved_b, out_b) = (_probe(model, s, autocast_dtype) for s in _PROBES)
+        twin = _twin(model, dtype)
+        with torch.inference_mode(False):
+            (saved_a, out_a), (saved_b, out_b) = (_probe(twin, s, autocast_dtype) for s in _PROBES)
         area = _PROBES[1] ** 2 - _PROBES[0] ** 2
         slope = lambda a, b: [max(0.0, (y - x) / area) for x, y in zip(a, b)]  # noqa: E731
         _PROFILES[key] = slope(saved_a, saved_b), slope(out_a, out_b)
@@ -95,9 +110,14 @@ def estimate_refine_bytes(
     *,
     checkpoint_rear: bool = False,
     autocast_dtype: torch.dtype | None = None,
+    dtype: torch.dtype | None = None,
 ) -> MemoryEstimate:
-    """Estimate the peak bytes to optimise one padded scale of ``height`` x ``width``."""
-    saved_px, output_px = _per_pixel(model, autocast_dtype)
+    """Estimate the peak bytes to optimise one padded scale of ``height`` x ``width``.
+
+    ``model`` only names the architecture (its type, config and weight dtype, or ``dtype`` when
+    given); the measurement runs once on a CPU twin, so any device and state is fine.
+    """
+    saved_px, output_px = _per_pixel(model, autocast_dtype, dtype)
     pixels = height * width
     if checkpoint_rear:
         # Segment inputs are kept; in backward one segment is recomputed at a time, and only the
