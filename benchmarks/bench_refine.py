@@ -7,7 +7,8 @@ Modes (each in its own worker process; Big-LaMa shapes with random weights):
   straightforward  the official cost: eager generator, weights requiring grad (weight gradients
                    computed and accumulated), autograd graph at the coarsest scale and last forward
   optimised        our faithful mode: BatchNorm-folded rear, frozen weights, no graph where unused
-  crop             optimised + crop_to_mask (margin 128) on an object-sized hole (~5 % of the image)
+  crop             optimised + crop_to_mask (--crop-margin, default 128) on an object-sized hole
+                   (~5 % of the image)
   crop_baseline    optimised on the whole image with that same object-sized hole (crop's reference)
   early_stop       optimised + early_stop_tol 0.01 (patience 2)
   checkpointed     optimised + rear activation checkpointing (memory for time)
@@ -34,7 +35,7 @@ MODES = ("straightforward", "optimised", "checkpointed", "early_stop", "crop_bas
 OBJECT_HOLE, LARGE_HOLE = 0.05, 0.16
 
 
-def _settings(mode: str, n_iters: int):
+def _settings(mode: str, n_iters: int, crop_margin: int = 128):
     from refine import RefineSettings
 
     base = RefineSettings(n_iters=n_iters, checkpointing="off", px_budget=10**8)
@@ -44,11 +45,11 @@ def _settings(mode: str, n_iters: int):
         "checkpointed": RefineSettings(**{**base.__dict__, "checkpointing": "on"}),
         "early_stop": RefineSettings(**{**base.__dict__, "early_stop_tol": 0.01}),
         "crop_baseline": base,
-        "crop": RefineSettings(**{**base.__dict__, "crop_to_mask": True, "crop_margin": 128}),
+        "crop": RefineSettings(**{**base.__dict__, "crop_to_mask": True, "crop_margin": crop_margin}),
     }[mode]
 
 
-def worker(mode: str, size: int, n_iters: int, device_name: str, out_dir: str) -> dict:
+def worker(mode: str, size: int, n_iters: int, device_name: str, out_dir: str, crop_margin: int) -> dict:
     from refine import refine
 
     device = device_from(device_name)
@@ -58,7 +59,7 @@ def worker(mode: str, size: int, n_iters: int, device_name: str, out_dir: str) -
     stamps: list[tuple[int, float]] = []
     baseline = memory_in_use(device)
     with Measure(device, baseline) as m:
-        result, reports = refine(model, image, mask, _settings(mode, n_iters),
+        result, reports = refine(model, image, mask, _settings(mode, n_iters, crop_margin),
                                  callback=lambda info: stamps.append((info["scale"], time.perf_counter())))
     finest = max(s for s, _ in stamps)
     finest_times = [t for s, t in stamps if s == finest]
@@ -83,18 +84,20 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--out-dir", type=Path, default=Path(__file__).resolve().parent / "results")
-    parser.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--crop-margin", type=int, default=128, help="context around the hole in crop mode")
+    parser.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        mode, size, n_iters, device, out_dir = args.worker
-        print(json.dumps(worker(mode, int(size), int(n_iters), device, out_dir)))
+        mode, size, n_iters, device, out_dir, crop_margin = args.worker
+        print(json.dumps(worker(mode, int(size), int(n_iters), device, out_dir, int(crop_margin))))
         return
 
     device = device_from(args.device)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     rows = {}
     for mode in args.modes:
-        rows[mode] = run_worker(Path(__file__), [mode, str(args.size), str(args.n_iters), str(device), str(args.out_dir)])
+        rows[mode] = run_worker(Path(__file__), [mode, str(args.size), str(args.n_iters), str(device), str(args.out_dir),
+                                                 str(args.crop_margin)])
         print(f"{mode}: {rows[mode]['seconds']:.1f} s", file=sys.stderr)
 
     _, large_mask = photo(args.size, LARGE_HOLE)
@@ -115,7 +118,8 @@ def main() -> None:
         ratios["optimised/straightforward peak memory"] = round(o["peak_gib"] / s["peak_gib"], 3)
     if "crop" in rows and "crop_baseline" in rows:
         ratios["crop speed-up vs whole image"] = round(rows["crop_baseline"]["seconds"] / rows["crop"]["seconds"], 2)
-    results = {"environment": environment(device), "size": args.size, "n_iters": args.n_iters, "modes": rows, "ratios": ratios}
+    results = {"environment": environment(device), "size": args.size, "n_iters": args.n_iters,
+               "crop_margin": args.crop_margin, "modes": rows, "ratios": ratios}
     print(json.dumps(results, indent=1))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))

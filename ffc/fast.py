@@ -119,7 +119,11 @@ def _relu(x: Tensor) -> Tensor:
 def _conv(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=(1, 1), padding=(0, 0),
           transposed: bool = False, output_padding=(0, 0)) -> Tensor:
     stride, padding, output_padding = tuple(_pair(stride)), tuple(_pair(padding)), tuple(_pair(output_padding))
-    return _FrozenConv.apply(x, weight, bias, stride, padding, transposed, output_padding)
+    if torch.is_grad_enabled():
+        return _FrozenConv.apply(x, weight, bias, stride, padding, transposed, output_padding)
+    if transposed:
+        return F.conv_transpose2d(x, weight, bias, stride, padding, output_padding)
+    return F.conv2d(x, weight, bias, stride, padding)
 
 
 class _Conv(nn.Module):
