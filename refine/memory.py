@@ -125,9 +125,10 @@ def estimate_refine_bytes(
         saved = pixels * (sum(output_px) + max(saved_px) + 2 * max(output_px))
     else:
         saved = pixels * sum(saved_px)
-    # Image, hole, prediction, pyramid and loss tensors: about 24 floats per pixel. (The front's
-    # no-grad peak, ~3 ngf-wide activations, is over before the rear starts and is smaller.)
-    working = 4 * pixels * 24
+    # Image, hole, prediction, pyramid and loss tensors (~24 floats per pixel), plus what is live
+    # but not saved: the decoder's full-resolution activations and their gradients during forward
+    # and backward, or the front's no-grad pass -- about four ngf-wide float maps.
+    working = 4 * pixels * (24 + 4 * model.config.ngf)
     return MemoryEstimate(total=int(saved + working), saved_activations=int(saved), working=int(working))
 
 
