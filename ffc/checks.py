@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["check_image_bchw", "check_mask_b1hw", "check_finite"]
+__all__ = ["check_image_bchw", "check_mask_b1hw", "check_finite", "check_inpaint_inputs"]
 
 
 def _describe(t: object) -> str:
@@ -44,3 +44,17 @@ def check_finite(name: str, t: Tensor) -> None:
     if t.is_floating_point() and not bool(torch.isfinite(t).all()):
         bad = int((~torch.isfinite(t)).sum())
         raise ValueError(f"{name}: contains {bad} NaN or infinite value(s); expected finite values in [0, 1]")
+
+
+def check_inpaint_inputs(image: object, mask: object, model: torch.nn.Module | None = None) -> None:
+    """The checks every inpainting entry point runs: shapes, dtypes, finite values, one device."""
+    check_image_bchw("image", image)
+    check_mask_b1hw("mask", mask, image)
+    check_finite("image", image)
+    check_finite("mask", mask)
+    if model is not None:
+        device = next(model.parameters()).device
+        if image.device != device or mask.device != device:
+            raise ValueError(
+                f"image/mask are on {image.device}/{mask.device} but the model is on {device}; move them first"
+            )

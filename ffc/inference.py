@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .checks import check_finite, check_image_bchw, check_mask_b1hw
+from .checks import check_inpaint_inputs
 
 __all__ = ["inpaint", "predict", "binarize", "composite", "pad_symmetric", "padded_size", "MIN_SIZE"]
 
@@ -105,13 +105,7 @@ def inpaint(model: nn.Module, image: Tensor, mask: Tensor, *, threshold: float =
     Raises:
         TypeError, ValueError: for wrong types, shapes, mismatched sizes or non-finite pixels.
     """
-    check_image_bchw("image", image)
-    check_mask_b1hw("mask", mask, image)
-    check_finite("image", image)
-    check_finite("mask", mask)
-    device = next(model.parameters()).device
-    if image.device != device or mask.device != device:
-        raise ValueError(f"image/mask are on {image.device}/{mask.device} but the model is on {device}; move them first")
+    check_inpaint_inputs(image, mask, model)
 
     hole = binarize(mask, threshold).to(image.dtype)
     out = image.clone()

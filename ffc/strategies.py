@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .checks import check_finite, check_image_bchw, check_mask_b1hw
+from .checks import check_inpaint_inputs
 from .inference import binarize, inpaint
 from .masks import hole_boxes
 
@@ -66,10 +66,7 @@ def inpaint_with_strategy(
         raise ValueError(f"resize_limit: expected >= 16 px, got {resize_limit}")
     if crop_margin < 0:
         raise ValueError(f"crop_margin: expected >= 0 px, got {crop_margin}")
-    check_image_bchw("image", image)
-    check_mask_b1hw("mask", mask, image)
-    check_finite("image", image)
-    check_finite("mask", mask)
+    check_inpaint_inputs(image, mask, model)
     if strategy == "original":
         return inpaint(model, image, mask, threshold=threshold)
 

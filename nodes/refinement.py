@@ -67,12 +67,12 @@ def _activation_bytes(lama: LamaModel, hole: Tensor, settings: RefineSettings) -
     height, width = max(sizes, key=lambda s: s[0] * s[1])
     work_h, work_w = budget_size(height, width, settings.px_budget)
     padded_h, padded_w = padded_size(work_h, work_w, lama.info.config.multiple)
-    autocast = torch.bfloat16 if settings.precision == "bf16" else None
     # The model refine() will run: the patched, BatchNorm-folded one, in float32 when an fp32
     # refinement of a bf16 model gets a float32 copy (see _work_model). The estimator measures
     # a CPU twin of it once, so this uses no VRAM.
     dtype = torch.float32 if settings.precision == "fp32" else lama.torch_dtype
-    return estimate_refine_bytes(lama.patcher.model, padded_h, padded_w, autocast_dtype=autocast, dtype=dtype).total
+    return estimate_refine_bytes(lama.patcher.model, padded_h, padded_w, autocast_dtype=settings.autocast_dtype,
+                                 dtype=dtype).total
 
 
 def _work_model(lama: LamaModel, settings: RefineSettings, memory_required: int) -> nn.Module:

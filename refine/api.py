@@ -94,6 +94,11 @@ class RefineSettings:
         need(0 < self.memory_fraction <= 1, f"memory_fraction: expected a value in (0, 1], got {self.memory_fraction!r}")
         need(not (self.keep_budget_size and self.crop_to_mask), "keep_budget_size cannot be combined with crop_to_mask")
 
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """The dtype convolutions autocast to, or None for float32 throughout."""
+        return torch.bfloat16 if self.precision == "bf16" else None
+
 
 @dataclass
 class RegionReport:
@@ -131,13 +136,6 @@ def _cap_scales(n: int, min_side: int) -> int:
     while n > 1 and min_side // 2 ** (n - 1) < MIN_COARSEST:
         n -= 1
     return n
-
-
-def _check_inputs(image: object, mask: object) -> None:
-    ffc.checks.check_image_bchw("image", image)
-    ffc.checks.check_mask_b1hw("mask", mask, image)
-    ffc.checks.check_finite("image", image)
-    ffc.checks.check_finite("mask", mask)
 
 
 def _autograd_model(model: nn.Module, fused: bool, freeze: bool, channels_last: bool) -> nn.Module:
@@ -184,10 +182,8 @@ def refine(
         :class:`ImageReport` per image.
     """
     settings.validate()
-    _check_inputs(image, mask)
+    ffc.checks.check_inpaint_inputs(image, mask, model)
     device = next(model.parameters()).device
-    if image.device != device or mask.device != device:
-        raise ValueError(f"image/mask are on {image.device}/{mask.device} but the model is on {device}; move them first")
     if settings.precision == "bf16" and device.type not in ("cuda", "cpu"):
         raise ValueError(f"precision: bf16 autocast is supported on CUDA and CPU, not on {device.type}")
 
@@ -268,7 +264,7 @@ def _refine_region(model, image, hole, n_scales, settings, callback, cancel) -> 
         early_stop_tol=settings.early_stop_tol,
         early_stop_patience=settings.early_stop_patience,
         checkpoint_rear=bool(checkpointed),
-        autocast_dtype=torch.bfloat16 if settings.precision == "bf16" else None,
+        autocast_dtype=settings.autocast_dtype,
         no_grad_where_unused=settings.freeze_weights,
     )
     refined, scales = refine_pyramid(model, work_image, work_hole, n, options, callback=callback, cancel=cancel)
@@ -288,12 +284,12 @@ def _choose_checkpointing(model, height, width, settings) -> tuple[bool | None, 
     if free is None:
         return False, None
     padded_h, padded_w = ffc.padded_size(height, width, model.config.multiple)
-    autocast = torch.bfloat16 if settings.precision == "bf16" else None
     limit = free * settings.memory_fraction
-    plain = estimate_refine_bytes(model, padded_h, padded_w, autocast_dtype=autocast)
+    plain = estimate_refine_bytes(model, padded_h, padded_w, autocast_dtype=settings.autocast_dtype)
     if plain.total <= limit:
         return False, plain
-    checkpointed = estimate_refine_bytes(model, padded_h, padded_w, checkpoint_rear=True, autocast_dtype=autocast)
+    checkpointed = estimate_refine_bytes(model, padded_h, padded_w, checkpoint_rear=True,
+                                         autocast_dtype=settings.autocast_dtype)
     if checkpointed.total <= limit:
         log.info("LaMa refine: %dx%d needs ~%.1f GiB, %.1f GiB free: checkpointing the rear (~%.1f GiB)",
                  height, width, plain.gib(), free / 2**30, checkpointed.gib())
