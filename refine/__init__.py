@@ -18,6 +18,7 @@ from .api import ImageReport, RefineSettings, RegionReport, plan_scales, refine
 from .core import RefineCancelled, ScaleOptions, ScaleReport, refine_pyramid
 from .memory import MemoryEstimate, available_bytes, estimate_refine_bytes
 from .pyramid import budget_size, build_pyramid, number_of_scales
+from .speed import SpeedOptions
 
 __all__ = [
     "ImageReport",
@@ -27,6 +28,7 @@ __all__ = [
     "RegionReport",
     "ScaleOptions",
     "ScaleReport",
+    "SpeedOptions",
     "available_bytes",
     "budget_size",
     "build_pyramid",

@@ -9,8 +9,16 @@ each an explicit setting:
   ``True`` returns the reduced image, as the official code does.
 * ``n_scales`` / ``min_side``: set ``min_side`` lower (or ``n_scales`` directly) to refine
   512-1024 px images, which the official default leaves at one scale (no refinement).
-* ``fused=True``: the rear runs BatchNorm-folded with frozen weights, so no weight gradients
-  are computed; ``fused=False, freeze_weights=False`` is the straightforward official cost.
+* ``fused=True``: the model runs BatchNorm-folded with a light backward (its convolutions keep
+  only their weights, ReLUs a 1-byte sign mask, reflect padding only a shape), so one scale
+  needs about a third of the memory; with ``freeze_weights`` we also record no autograd graph
+  where no gradient is used (the coarsest scale, each scale's last forward). ``fused=False``
+  is the official cost: the eager model with frozen weights, as ``bin/predict.py`` runs it
+  after ``model.freeze()`` (graph recording aside). ``freeze_weights=False`` (eager only) makes
+  every weight require grad, so each backward also computes weight gradients nobody uses: a
+  cost the official code never pays, kept for comparison.
+* ``speed``: cuDNN benchmark, TF32, channels_last and ``torch.compile`` (:mod:`refine.speed`);
+  the defaults keep fidelity, the global backend flags are restored after the run.
 * ``crop_to_mask``: refine only boxes around the holes plus ``crop_margin`` px of context,
   each separate hole on its own when ``separate_holes``; the pyramid depth is still decided by
   the full image's size.
@@ -41,6 +49,7 @@ from ._ffc import ffc
 from .core import RefineCancelled, ScaleOptions, ScaleReport, refine_pyramid
 from .memory import MemoryEstimate, available_bytes, estimate_refine_bytes
 from .pyramid import MASK_EPS, budget_size, number_of_scales, resize_to_budget
+from .speed import SpeedOptions, backend_flags, compile_rear, validate_speed
 
 __all__ = ["RefineSettings", "RegionReport", "ImageReport", "refine", "plan_scales", "RefineCancelled"]
 
@@ -70,9 +79,10 @@ class RefineSettings:
     early_stop_patience: int = 2
     precision: str = "fp32"
     checkpointing: str = "auto"
-    fused: bool = True
-    freeze_weights: bool = True
+    fused: bool = True  # BatchNorm folded, light backward (same numbers); False = the official eager model
+    freeze_weights: bool = True  # False: weights require grad (weight gradients the official code never computes)
     memory_fraction: float = 0.9  # of the free memory the estimate may use
+    speed: SpeedOptions = SpeedOptions()  # cuDNN benchmark, TF32, channels_last, compile: see refine.speed
 
     def validate(self) -> None:
         def need(ok: bool, message: str) -> None:
@@ -93,6 +103,7 @@ class RefineSettings:
         need(self.checkpointing in CHECKPOINTING, f"checkpointing: expected one of {CHECKPOINTING}, got {self.checkpointing!r}")
         need(0 < self.memory_fraction <= 1, f"memory_fraction: expected a value in (0, 1], got {self.memory_fraction!r}")
         need(not (self.keep_budget_size and self.crop_to_mask), "keep_budget_size cannot be combined with crop_to_mask")
+        validate_speed(self.speed)
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
@@ -187,8 +198,9 @@ def refine(
     if settings.precision == "bf16" and device.type not in ("cuda", "cpu"):
         raise ValueError(f"precision: bf16 autocast is supported on CUDA and CPU, not on {device.type}")
 
-    with torch.inference_mode(False), torch.enable_grad():
-        work_model = _autograd_model(model, settings.fused, settings.freeze_weights, device.type == "cpu")
+    with torch.inference_mode(False), torch.enable_grad(), backend_flags(settings.speed, device):
+        work_model = _autograd_model(model, settings.fused, settings.freeze_weights,
+                                     settings.speed.channels_last_for(device))
         source = image.detach().clone().float()
         holes = (mask.detach().clone().float() >= MASK_EPS).float()
         outputs, reports = [], []
@@ -267,7 +279,8 @@ def _refine_region(model, image, hole, n_scales, settings, callback, cancel) -> 
         autocast_dtype=settings.autocast_dtype,
         no_grad_where_unused=settings.freeze_weights,
     )
-    refined, scales = refine_pyramid(model, work_image, work_hole, n, options, callback=callback, cancel=cancel)
+    refined, scales = refine_pyramid(compile_rear(model, settings.speed), work_image, work_hole, n, options,
+                                     callback=callback, cancel=cancel)
     report = RegionReport(box=(0, 0, height, width), work_size=(work_h, work_w), n_scales=n,
                           checkpointed=bool(checkpointed), estimate=estimate, scales=scales)
     if (work_h, work_w) != (height, width) and not settings.keep_budget_size:

@@ -195,7 +195,7 @@ def test_fused_model_needs_less_memory(small_generator):
     """Frozen convolutions, shape-only padding and sign-mask ReLUs keep far less for backward."""
     plain = estimate_refine_bytes(small_generator, 256, 256)
     fused = estimate_refine_bytes(fuse_for_inference(small_generator), 256, 256)
-    assert fused.saved_activations < 0.5 * plain.saved_activations
+    assert fused.total < 0.6 * plain.total  # Big-LaMa: ~0.15 (benchmarks/device_suite.py)
 
 
 def test_memory_estimate_is_linear_and_checkpointing_saves(small_generator):

@@ -1,0 +1,157 @@
+"""Where one refinement iteration's time goes on this CPU, against what the CPU can do.
+
+    python benchmarks/profile_refine_cpu.py                 # 1024 px, official vs ours, fp32
+    python benchmarks/profile_refine_cpu.py --size 512 --modes official ours ours_bf16 --json out.json
+
+One iteration = what every optimised iteration of a scale runs: the rear forward with autograd
+recording, the official loss (L1 on the known pixels + L1 of the blurred, half-size prediction
+against the coarser result in the hole) and the backward to the features. Modes:
+  official    the eager generator with frozen weights (the official cost, bin/predict.py)
+  ours        the BatchNorm-folded generator with the light backward (refine()'s default)
+  ours_bf16   ours under bf16 autocast (``precision="bf16"``; changes the numbers)
+For each: the median time of --iters iterations after a warm-up, the profiler's split of one
+more iteration into convolutions (forward and input-gradient), FFTs and the rest (elementwise
+work, layout copies, autograd), and the convolution FLOPs (torch.utils.flop_counter), hence
+the achieved GFLOP/s. The CPU's peak is measured with an MKL sgemm and a oneDNN convolution
+of the residual blocks' shape (and in bf16), and the ISA is read from /proc/cpuinfo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import big_lama, cpu_seconds, environment, fused, photo  # noqa: E402
+
+from refine.pyramid import pyrdown  # noqa: E402
+
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
+MODES = ("official", "ours", "ours_bf16")
+
+
+def isa() -> list[str]:
+    with open("/proc/cpuinfo") as f:
+        flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    return [flag for flag in ISA_FLAGS if flag in flags]
+
+
+def _best(fn, repeats: int = 5) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def peak_gflops() -> dict:
+    """Best-of-5 GFLOP/s of kernels that run near this CPU's peak."""
+    a, b = torch.randn(4096, 4096), torch.randn(4096, 4096)
+    out = {"sgemm 4096 fp32 (MKL)": 2 * 4096**3 / _best(lambda: a @ b) / 1e9}
+    ab, bb = a.bfloat16(), b.bfloat16()
+    out["gemm 4096 bf16"] = 2 * 4096**3 / _best(lambda: ab @ bb) / 1e9
+    for cin, cout in ((384, 128), (512, 512)):
+        x = torch.randn(1, cin, 128, 128).contiguous(memory_format=torch.channels_last)
+        w = torch.randn(cout, cin, 3, 3).contiguous(memory_format=torch.channels_last)
+        flops = 2 * cin * cout * 9 * 128 * 128
+        out[f"conv3x3 {cin}->{cout} @128^2 fp32 channels_last (oneDNN)"] = flops / _best(lambda: F.conv2d(x, w, padding=1)) / 1e9
+        xb, wb = x.bfloat16(), w.bfloat16()
+        out[f"conv3x3 {cin}->{cout} @128^2 bf16 channels_last (oneDNN)"] = flops / _best(lambda: F.conv2d(xb, wb, padding=1)) / 1e9
+    return {k: round(v, 1) for k, v in out.items()}
+
+
+def _category(name: str) -> str:
+    if "conv" in name or "mkldnn" in name:
+        return "convolution"
+    if "fft" in name:
+        return "fft"
+    if name.startswith("aten::") and any(k in name for k in ("copy", "clone", "contiguous", "_to_copy", "cat", "fill", "zero")):
+        return "copies and fills"
+    if name.startswith("aten::"):
+        return "elementwise and other aten"
+    return "autograd and Python"
+
+
+def profile_mode(mode: str, size: int, iters: int) -> dict:
+    device = torch.device("cpu")
+    eager = big_lama()
+    model = eager.requires_grad_(False) if mode == "official" else fused(eager, device)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if mode == "ours_bf16" else torch.autocast("cpu", enabled=False)
+    image, mask = photo(size, 0.16)
+    x = torch.cat([image * (1 - mask), mask], 1)
+    with torch.no_grad(), autocast:
+        local0, global0 = (f.float() for f in model.front(x))
+    reference = pyrdown(image)
+    known = (mask == 0).expand(-1, 3, -1, -1)
+    coarse = (F.interpolate(mask, scale_factor=0.5, mode="bilinear") >= 1).expand(-1, 3, -1, -1)
+
+    def iteration() -> None:
+        local, global_ = local0.clone().requires_grad_(True), global0.clone().requires_grad_(True)
+        with autocast:
+            pred = model.rear((local, global_)).float()
+        loss = (pred - image).abs()[known].mean() + (pyrdown(pred) - reference).abs()[coarse].mean()
+        loss.backward()
+
+    iteration()  # warm-up
+    times, cpu = [], []
+    for _ in range(iters):
+        start, cpu_start = time.perf_counter(), cpu_seconds()
+        iteration()
+        times.append(time.perf_counter() - start)
+        cpu.append(cpu_seconds() - cpu_start)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+        iteration()
+    split: dict[str, float] = {}
+    for event in profiler.key_averages():
+        key = _category(event.key)
+        split[key] = split.get(key, 0.0) + event.self_cpu_time_total / 1e6
+    profiled = sum(split.values())
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        iteration()
+    flops = counter.get_total_flops()
+    seconds = statistics.median(times)
+    return {
+        "seconds_median": round(seconds, 3), "seconds_runs": [round(t, 2) for t in times],
+        "cpu_seconds_median": round(statistics.median(cpu), 2),
+        "profiled_seconds": round(profiled, 3),
+        "share": {k: round(v / profiled, 3) for k, v in sorted(split.items(), key=lambda kv: -kv[1])},
+        "conv_tflop": round(flops / 1e12, 3),
+        "gflops_whole_iteration": round(flops / seconds / 1e9, 1),
+        "gflops_in_convolutions": round(flops / (split.get("convolution", 0.0) / profiled * seconds) / 1e9, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--iters", type=int, default=3)
+    parser.add_argument("--modes", nargs="+", default=["official", "ours"], choices=MODES)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    results = {"environment": {**environment(torch.device("cpu")), "isa": isa()}, "size": args.size,
+               "peak_gflops": peak_gflops(), "modes": {}}
+    for mode in args.modes:
+        results["modes"][mode] = profile_mode(mode, args.size, args.iters)
+        print(mode, json.dumps(results["modes"][mode]), file=sys.stderr)
+    if "official" in results["modes"]:
+        base = results["modes"]["official"]["seconds_median"]
+        results["ratio_vs_official"] = {m: round(r["seconds_median"] / base, 3) for m, r in results["modes"].items()}
+    print(json.dumps(results, indent=1))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
