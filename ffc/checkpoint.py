@@ -4,11 +4,16 @@ Formats are detected from the file's content, not its extension:
 
 * safetensors (any key prefix, including our own canonical conversion);
 * TorchScript archives (``big-lama.pt`` from IOPaint / lama-cleaner with ``generator.model.*``
-  keys, or from ``bin/to_jit.py`` with ``model.generator.model.*``): ``torch.jit.load`` runs no
-  Python pickle, only the serialized TorchScript program; we keep its ``state_dict()``;
+  keys, or from ``bin/to_jit.py`` with ``model.generator.model.*``);
 * torch pickles: Lightning ``best.ckpt`` (weights under ``state_dict`` with prefix
   ``generator.``, plus callbacks and OmegaConf configs) and plain ``.pth``/``.ckpt`` state dicts,
-  through :mod:`ffc.safe_pickle`, which never executes pickled code.
+  zip or legacy, including whole pickled modules (``torch.save(model)``).
+
+Nothing in a file runs: safetensors holds only tensors, and every torch file is read by
+:mod:`ffc.torch_files`, which unpickles with :mod:`ffc.safe_pickle` (no class a file names is
+imported) and rebuilds tensors from the stored bytes itself. ``torch.load`` and
+``torch.jit.load`` are never called: the latter compiles a TorchScript file's code and runs its
+modules' ``__setstate__``, which can write files or never return.
 
 The canonical layout is ``model.<index>.<path>`` (``LamaGenerator.state_dict()``).
 """
@@ -18,18 +23,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import pickle
 import re
 import struct
-import warnings
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
-from . import safe_pickle
+from . import torch_files
 from .generator import LamaConfig, LamaGenerator, config_from_state_dict
 
 __all__ = [
@@ -76,8 +78,10 @@ class ModelInfo:
 
     def describe(self) -> str:
         """One line for logs and UIs."""
-        origin = self.metadata.get("source_format")
-        via = f", converted from {origin}" if origin and self.source_format == "safetensors" else ""
+        origin = self.metadata.get("source_format", "")
+        # Metadata is the file's text: shown only when it is one of our format names.
+        known = origin in ("safetensors", "torchscript", "lightning-ckpt", "torch-pickle")
+        via = f", converted from {origin}" if known and self.source_format == "safetensors" else ""
         extra = f", {self.ignored_keys} non-generator tensors ignored" if self.ignored_keys else ""
         return (
             f"{self.variant}: {self.config.n_blocks} blocks, {self.parameters:,} parameters, "
@@ -97,13 +101,9 @@ def detect_format(path: str) -> str:
         raise CheckpointError(f"{path}: file is empty or truncated ({size} bytes)")
     if head.startswith(b"PK\x03\x04"):
         try:
-            with zipfile.ZipFile(path) as archive:
-                names = archive.namelist()
-        except zipfile.BadZipFile as err:
-            raise CheckpointError(f"{path}: zip archive is truncated or corrupt ({err})") from err
-        if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
-            return "torchscript"
-        return "torch-zip"
+            return torch_files.zip_kind(path)
+        except torch_files.TorchFileError as err:
+            raise CheckpointError(f"{path}: {err}") from err
     header_len = struct.unpack("<Q", head[:8])[0]
     if head[8:9] == b"{" and 0 < header_len < size:
         return "safetensors"
@@ -125,57 +125,36 @@ def _read_safetensors(path: str) -> tuple[dict[str, Tensor], dict[str, str]]:
         raise CheckpointError(f"{path}: cannot read safetensors file, it may be truncated or corrupt ({err})") from err
 
 
-def _read_torchscript(path: str) -> dict[str, Tensor]:
+def _read_torch_file(path: str, kind: str) -> object:
+    reader = torch_files.read_legacy_pickle if kind == "torch-legacy" else torch_files.read_zip_archive
     try:
-        with warnings.catch_warnings():
-            # Deprecated in favour of torch.export, but it is the only reader for these files.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            module = torch.jit.load(path, map_location="cpu")
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path}: cannot read TorchScript archive, it may be truncated or corrupt ({first})") from err
-    return dict(module.state_dict())
-
-
-def _read_pickle(path: str) -> object:
-    try:
-        return torch.load(path, map_location="cpu", pickle_module=safe_pickle, weights_only=False)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError, KeyError) as err:
-        # Whatever a damaged pickle stream raises; our unpickler runs no foreign code that could raise others.
-        raise CheckpointError(f"{path}: cannot read torch checkpoint, it may be truncated or corrupt ({err})") from err
-
-
-def _flatten_tensors(obj: object, prefix: str = "", out: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
-    """Collect tensors from nested dicts as dotted keys (unwraps ``{"state_dict": {...}}`` and kin)."""
-    out = {} if out is None else out
-    if isinstance(obj, Tensor):
-        out[prefix.rstrip(".")] = obj
-    elif isinstance(obj, Mapping):
-        for key, value in obj.items():
-            if isinstance(key, str):
-                _flatten_tensors(value, f"{prefix}{key}.", out)
-    return out
+        return reader(path)
+    except torch_files.TorchFileError as err:
+        hint = ""
+        if kind == "torchscript":
+            hint = (" -- the pack reads TorchScript weights without running the file's code; if you trust this "
+                    "file, export its state_dict() to .safetensors yourself and load that")
+        raise CheckpointError(f"{path}: cannot read this {kind} file: {err}{hint}") from err
 
 
 def read_tensors(path: str) -> tuple[dict[str, Tensor], str, dict[str, str]]:
-    """Read all tensors of a checkpoint as a flat ``{key: tensor}`` dict.
+    """Read all tensors of a checkpoint as a flat ``{key: tensor}`` dict, running nothing in the file.
 
     Returns:
         (tensors, source_format, metadata). For pickles, a top-level ``state_dict`` entry is
-        unwrapped (Lightning); other nested dicts keep their names as key prefixes.
+        unwrapped (Lightning); other nested dicts and pickled modules keep their names as key
+        prefixes; a TorchScript module's tensors are keyed like its ``state_dict()``.
     """
     kind = detect_format(path)
     if kind == "safetensors":
         tensors, metadata = _read_safetensors(path)
         return tensors, "safetensors", metadata
-    if kind == "torchscript":
-        return _read_torchscript(path), "torchscript", {}
-    obj = _read_pickle(path)
-    source = "torch-pickle"
+    obj = _read_torch_file(path, kind)
+    source = "torchscript" if kind == "torchscript" else "torch-pickle"
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         source = "lightning-ckpt" if any(k in obj for k in ("pytorch-lightning_version", "epoch", "global_step")) else source
         obj = obj["state_dict"]
-    tensors = _flatten_tensors(obj)
+    tensors = torch_files.collect_tensors(obj)
     if not tensors:
         raise CheckpointError(f"{path}: no tensors found in this {kind} file")
     return tensors, source, {}

@@ -102,3 +102,19 @@ def test_model_input_must_come_from_the_loader(call, comfy, random_image, box_ma
 def test_model_list_is_empty_without_comfyui(pack_module, monkeypatch):
     monkeypatch.setitem(sys.modules, "folder_paths", None)
     assert pack_module("nodes.loader").model_names() == []
+
+
+def test_a_torchscript_file_that_plants_code_loads_without_running_it(call, comfy, models_dir, tiny_generator,
+                                                                     tiny_state, tmp_path):
+    from hostile_files import file_writing_torchscript
+
+    planted = tmp_path / "custom_nodes" / "planted.py"
+    planted.parent.mkdir()
+    path = file_writing_torchscript(models_dir / "lama" / "hostile.pt", tiny_generator, planted, b"print('pwned')\n")
+    try:
+        (model,) = call("LamaFFC_LoadModel", model_name="lama/hostile.pt", dtype="fp32")
+    finally:
+        path.unlink()
+    state = model.generator.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in tiny_state.items())
+    assert not planted.exists()
