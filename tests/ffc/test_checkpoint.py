@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import types
@@ -232,3 +233,16 @@ def test_converter_runs_as_a_module(tmp_path, tiny_state):
     assert result.returncode == 0, result.stderr
     assert "wrote" in result.stdout and "FFC generator (ngf 16, 3 blocks)" in result.stdout
 
+
+def test_converter_output_folder_and_file_mode(tmp_path, tiny_state, capsys):
+    source = tmp_path / "in.safetensors"
+    save_file(tiny_state, source)
+    assert convert_main([str(source), str(tmp_path / "missing" / "out.safetensors")]) == 1
+    err = capsys.readouterr().err
+    assert "output folder" in err and "does not exist; create it first" in err and "Traceback" not in err
+    old = os.umask(0o022)
+    try:
+        convert(str(source), str(tmp_path / "out.safetensors"))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out.safetensors").stat().st_mode & 0o777 == 0o644
