@@ -27,22 +27,37 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
+# Adam7 passes: (first row, first column, row step, column step).
+_ADAM7 = ((0, 0, 8, 8), (0, 4, 8, 8), (4, 0, 8, 4), (0, 2, 4, 4), (2, 0, 4, 2), (0, 1, 2, 2), (1, 0, 2, 1))
+
+
+def _scanlines(pixels: np.ndarray, row_filter: int) -> bytes:
+    height, width, channels = pixels.shape
+    if not pixels.size:
+        return b""
+    raw = pixels.reshape(height, -1).view(np.uint8)
+    rows = raw.astype(np.int32)
+    if row_filter == 1:  # Sub: each byte minus the same byte of the pixel on the left
+        rows[:, 2 * channels :] -= raw[:, : -2 * channels]
+    return np.concatenate([np.full((height, 1), row_filter), rows % 256], axis=1).astype(np.uint8).tobytes()
+
+
 def write_png16(path: Path, array: np.ndarray, *, icc_profile: bytes | None = None, exif: bytes | None = None,
-                row_filter: int = 1) -> None:
-    """A 16-bit PNG of (H, W) or (H, W, C) uint16 ``array``, rows filtered with ``row_filter`` (0 or 1)."""
+                row_filter: int = 1, interlace: bool = False) -> None:
+    """A 16-bit PNG of (H, W) or (H, W, C) uint16 ``array``, rows filtered with ``row_filter`` (0 or 1),
+    optionally Adam7-interlaced."""
     pixels = np.asarray(array, ">u2")
     pixels = pixels[..., None] if pixels.ndim == 2 else pixels
     height, width, channels = pixels.shape
-    rows = pixels.reshape(height, -1).view(np.uint8).astype(np.int32)
-    if row_filter == 1:  # Sub: each byte minus the same byte of the pixel on the left
-        rows[:, 2 * channels :] -= pixels.reshape(height, -1).view(np.uint8)[:, : -2 * channels]
-    scanlines = np.concatenate([np.full((height, 1), row_filter), rows % 256], axis=1).astype(np.uint8)
-    chunks = [_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, _PNG_COLOUR_TYPE[channels], 0, 0, 0))]
+    passes = _ADAM7 if interlace else ((0, 0, 1, 1),)
+    scanlines = b"".join(_scanlines(pixels[y::dy, x::dx], row_filter) for y, x, dy, dx in passes)
+    header = struct.pack(">IIBBBBB", width, height, 16, _PNG_COLOUR_TYPE[channels], 0, 0, int(interlace))
+    chunks = [_chunk(b"IHDR", header)]
     if icc_profile:
         chunks.append(_chunk(b"iCCP", b"test\0\0" + zlib.compress(icc_profile)))
     if exif:
         chunks.append(_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\0\0") else exif))
-    chunks += [_chunk(b"IDAT", zlib.compress(scanlines.tobytes())), _chunk(b"IEND", b"")]
+    chunks += [_chunk(b"IDAT", zlib.compress(scanlines)), _chunk(b"IEND", b"")]
     path.write_bytes(_PNG_SIGNATURE + b"".join(chunks))
 
 

@@ -31,6 +31,19 @@ def test_16bit_png_decodes_both_bytes_of_every_sample(tmp_path, channels, row_fi
     assert decoded.dtype == np.uint16 and np.array_equal(decoded, samples)
 
 
+@pytest.mark.parametrize("channels", [2, 3])
+def test_interlaced_16bit_png_decodes_too(tmp_path, channels):
+    samples = _random((13, 17, channels), seed=channels)
+    path = tmp_path / "a.png"
+    write_png16(path, samples, interlace=True)
+
+    with Image.open(path) as image:
+        assert image.info["interlace"] and has_16bit_bands(image)
+        decoded = decode_16bit(path, image)
+
+    assert np.array_equal(decoded, samples)
+
+
 @pytest.mark.parametrize("channels", [3, 4])
 @pytest.mark.parametrize("big_endian", [False, True])
 @pytest.mark.parametrize("deflate", [False, True])  # raw decoder vs libtiff (native byte order)
