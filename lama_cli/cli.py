@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from PIL import Image
 
 from ffc import CheckpointError, load_generator
 from ffc.strategies import STRATEGIES
@@ -15,36 +20,45 @@ from refine import RefineSettings
 
 from .device import DEVICES, DTYPES, UsageError, resolve_device, resolve_dtype
 from .inpainter import MODES, Inpainter, MaskOptions, PlainOptions
-from .io import OUTPUT_FORMATS
+from .io import OUTPUT_FORMATS, prepare_output_folder
 from .pairing import DEFAULT_MASK_SUFFIX, IMAGE_SUFFIXES, Job, pair_folder, plan_outputs, single_pair
 from .progress import ProgressReporter, Summary
 from .runner import run_batch
 
-__all__ = ["build_parser", "main", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED"]
+__all__ = ["build_parser", "main", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED", "EXIT_TERMINATED"]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 PROG = "python -m lama_cli"
 _REFINE_DEFAULTS = RefineSettings()
 _PLAIN_DEFAULTS = PlainOptions()
 # Output file extension -> --format value, for a single pair written to a named file.
-_FORMAT_OF_EXTENSION = {".png": "png", ".webp": "webp", ".jpg": "jpg", ".jpeg": "jpg"}
+_FORMAT_OF_EXTENSION = {".png": "png", ".webp": "webp", ".jpg": "jpg", ".jpeg": "jpg", ".tif": "tiff", ".tiff": "tiff"}
 
 EPILOG = f"""\
 pairing (--input-dir): a file whose name without extension ends in the mask suffix
   (default "{DEFAULT_MASK_SUFFIX}") is a mask; every other image is an input whose mask is
   <name><suffix>.<ext> in the same folder, e.g. cat.jpg + cat_mask.png (the official LaMa
-  convention). Results are written as <name>.png in the --output folder. Image extensions:
-  {", ".join(sorted(IMAGE_SUFFIXES))}.
+  convention). Results are written as <name>.png (or the --format extension) in the
+  --output folder. Image extensions: {", ".join(sorted(IMAGE_SUFFIXES))}.
 
-masks: read as grey levels (Pillow mode "L", alpha ignored); a pixel is a hole when its
-  value / 255 > --threshold (default 0: any non-black pixel). --erode then --dilate change the
-  hole with disk kernels of that diameter in px. Unmasked pixels are copied unchanged; an alpha
-  channel of the image is passed through to the output.
+masks: read as grey levels at their own precision (colour by luminance); a mask with
+  transparency counts as drawn over black (grey x alpha), so white strokes on a transparent
+  layer are the hole. A pixel is a hole when its level in [0, 1] > --threshold (default 0: any
+  non-black pixel). --erode then --dilate change the hole with disk kernels of that diameter in px.
 
-files: inputs are never overwritten; an existing output is skipped unless --overwrite.
+images: read at their own precision (8-bit, 16-bit, 32-bit float; grey, RGB, CMYK, palette)
+  and EXIF orientation. The output keeps the sample type, colour space, alpha, ICC profile and
+  EXIF (orientation set to 1) where --format can store them: png 8/16-bit grey or RGB, tiff also
+  32-bit float and CMYK, webp and jpg 8-bit. Pixels outside the hole are the input's samples,
+  unchanged when kept; everything not kept (depth reduced, CMYK or profile converted, alpha
+  dropped, EXIF rotation applied) is a warning on that file's line and in the summary.
+
+files: inputs are never overwritten; an existing output is skipped unless --overwrite. The
+  output folder is checked to be writable before the model loads; temporary files left by a
+  killed run (.<name>.<host>.<pid>.lama_cli.tmp) are removed by the next run.
 
 exit codes: 0 all files done or skipped, 1 a file or the model failed, 2 usage error,
-  130 interrupted (Ctrl-C).
+  130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
 
 examples:
   {PROG} --model big-lama.safetensors --image photo.png --mask photo_mask.png -o out/
@@ -103,9 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     files.add_argument("--input-dir", type=Path, metavar="DIR", help="folder of images and masks paired by name (see below)")
     files.add_argument("--mask-suffix", default=DEFAULT_MASK_SUFFIX, metavar="SUFFIX", help="mask name = image name + this suffix")
     files.add_argument("-o", "--output", type=Path, metavar="PATH",
-                       help="output folder (created if missing); with --image also a file name ending in .png/.webp/.jpg")
+                       help="output folder (created if missing); with --image also a file name ending in .png/.tif/.webp/.jpg")
     files.add_argument("--format", choices=tuple(OUTPUT_FORMATS), default=None,
-                       help="output format (default png; webp is lossless; jpg drops alpha)")
+                       help="output format (default png; tiff keeps float and CMYK; webp is lossless; jpg drops alpha)")
     files.add_argument("--overwrite", action="store_true", help="replace existing output files (never inputs)")
 
     model = parser.add_argument_group("model and device")
@@ -148,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     refine.add_argument("--early-stop-tol", type=_float_in(0.0, float("inf"), include_low=True),
                         default=_REFINE_DEFAULTS.early_stop_tol, metavar="TOL", help="stop a scale when the loss improves less (0 = off)")
 
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress or summary, only errors")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress or summary, only warnings and errors")
     return parser
 
 
@@ -166,14 +180,18 @@ def _error(message: str) -> None:
 def _output_target(args: argparse.Namespace) -> tuple[Path, Path | None, str]:
     """(output folder, output file or None, format) from --output/--format."""
     output: Path = args.output
-    names_a_file = args.input_dir is None and output.suffix.lower() in IMAGE_SUFFIXES and not output.is_dir()
+    suffix = output.suffix.lower()
+    # Any image extension names a file (never a folder that would be created as "x.gif").
+    names_a_file = (suffix in IMAGE_SUFFIXES or suffix in Image.registered_extensions()) and not output.is_dir()
+    if names_a_file and args.input_dir is not None:
+        raise UsageError(f"--output {output}: with --input-dir the output is a folder; name one without an image extension")
     if not names_a_file:
         if output.exists() and not output.is_dir():
             raise UsageError(f"--output {output}: exists and is not a folder")
         return output, None, args.format or "png"
-    implied = _FORMAT_OF_EXTENSION.get(output.suffix.lower())
+    implied = _FORMAT_OF_EXTENSION.get(suffix)
     if implied is None:
-        raise UsageError(f"--output {output}: cannot write {output.suffix} files; use .png, .webp or .jpg")
+        raise UsageError(f"--output {output}: cannot write {output.suffix} files; use .png, .tif, .webp or .jpg")
     if args.format and args.format != implied:
         raise UsageError(f"--format {args.format} contradicts the output file name {output.name}")
     return output.parent, output, implied
@@ -252,14 +270,18 @@ def _run(args: argparse.Namespace, plan: _Plan, reporter: ProgressReporter, summ
     inpainter = None
     # Nothing to load or create when every job already failed or is skipped (e.g. a finished rerun).
     if any(job.problem is None and job.skip is None for job in plan.jobs):
+        # The folder first: an unwritable one is found before the model loads, not after each image.
+        try:
+            removed = prepare_output_folder(plan.folder)
+        except OSError as err:
+            _error(f"cannot write to the output folder {plan.folder}: {err.strerror or err}")
+            return EXIT_FAILED
+        for name in removed:
+            reporter.note(f"removed {name}: a temporary file left by an interrupted run")
         try:
             generator, info = load_generator(args.model)
-            plan.folder.mkdir(parents=True, exist_ok=True)
         except CheckpointError as err:
             _error(str(err))
-            return EXIT_FAILED
-        except OSError as err:
-            _error(f"cannot create the output folder {plan.folder}: {err.strerror or err}")
             return EXIT_FAILED
         reporter.note(f"model: {info.describe()}")
         reporter.note(f"{args.mode} on {device} ({dtype})")
@@ -273,8 +295,29 @@ def _run(args: argparse.Namespace, plan: _Plan, reporter: ProgressReporter, summ
     return EXIT_FAILED if summary.any_failed else EXIT_OK
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C so that a file being written is cleaned up."""
+
+
+def _raise_terminated(signum: int, frame) -> None:
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def _sigterm_as_exception() -> Iterator[None]:
+    # Only the main thread may set signal handlers; elsewhere (a caller's thread) SIGTERM keeps its handler.
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code (0 ok, 1 a file failed, 2 usage, 130 Ctrl-C)."""
+    """Run the command line; returns the exit code (0 ok, 1 a file failed, 2 usage, 130 Ctrl-C, 143 SIGTERM)."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -287,12 +330,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = Summary()
     started = time.perf_counter()
     try:
-        plan = _plan(args)
-        code = _run(args, plan, reporter, summary)
+        with _sigterm_as_exception():
+            plan = _plan(args)
+            code = _run(args, plan, reporter, summary)
     except UsageError as err:
         parser.print_usage(sys.stderr)
         _error(str(err))
         return EXIT_USAGE
+    except Terminated:
+        reporter.interrupted(summary, "Terminated (SIGTERM)")
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         reporter.interrupted(summary)
         return EXIT_INTERRUPTED

@@ -1,4 +1,4 @@
-"""One image through plain LaMa or the multiscale refinement, uint8 arrays in and out."""
+"""One image through plain LaMa or the multiscale refinement: float32 RGB in [0, 1] in and out."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import ffc
 from ffc.strategies import inpaint_with_strategy
 from refine import RefineSettings, refine
 
-__all__ = ["MODES", "MaskOptions", "PlainOptions", "Inpainter", "hole_from_mask"]
+__all__ = ["MODES", "MaskOptions", "PlainOptions", "Fill", "Inpainter", "hole_from_mask"]
 
 MODES = ("plain", "refine")
 
@@ -37,16 +37,27 @@ class PlainOptions:
 
 
 def hole_from_mask(mask_hw: np.ndarray, options: MaskOptions, device: torch.device) -> Tensor:
-    """(1, 1, H, W) float 0/1 hole from an (H, W) uint8 mask."""
-    mask = torch.from_numpy(mask_hw).to(device)[None, None].float() / 255
+    """(1, 1, H, W) float 0/1 hole from an (H, W) float32 mask in [0, 1] (1 = white)."""
+    if mask_hw.dtype != np.float32 or mask_hw.ndim != 2:
+        raise TypeError(f"mask_hw: expected an (H, W) float32 array in [0, 1], got {mask_hw.dtype} {mask_hw.shape}")
+    mask = torch.from_numpy(mask_hw).to(device)[None, None]
     hole = ffc.binarize(mask, options.threshold)
     # Erode first so that --erode removes specks before --dilate grows what is left.
     hole = ffc.masks.erode(hole, options.erode)
     return ffc.masks.dilate(hole, options.dilate)
 
 
+@dataclass(frozen=True)
+class Fill:
+    """The model's work on one image."""
+
+    rgb: np.ndarray | None  # (H, W, 3) float32 in [0, 1], the input outside the hole; None: nothing to fill
+    hole: np.ndarray  # (H, W) bool, the hole after --threshold, --erode and --dilate
+    note: str | None = None  # e.g. why nothing was filled
+
+
 class Inpainter:
-    """A generator prepared once for one mode, device and precision; :meth:`run` per image."""
+    """A generator prepared once for one mode, device and precision; :meth:`fill` per image."""
 
     def __init__(self, generator: ffc.LamaGenerator, *, device: torch.device, dtype: str, mode: str,
                  mask_options: MaskOptions = MaskOptions(), plain_options: PlainOptions = PlainOptions(),
@@ -64,16 +75,22 @@ class Inpainter:
         self.plain_options = plain_options
         self.refine_settings = replace(refine_settings, precision=dtype)
 
-    def run(self, rgb: np.ndarray, mask_hw: np.ndarray,
-            callback: Callable[[dict], None] | None = None) -> tuple[np.ndarray, str | None]:
-        """Inpaint (H, W, 3) uint8 ``rgb`` where ``mask_hw`` says; returns (result, note or None).
+    def fill(self, rgb: np.ndarray, mask_hw: np.ndarray,
+             callback: Callable[[dict], None] | None = None) -> Fill:
+        """Inpaint (H, W, 3) float32 ``rgb`` in [0, 1] where the (H, W) float32 ``mask_hw`` says.
 
-        Pixels outside the final hole are copied from ``rgb``, so they are identical in the file.
+        The caller composites ``Fill.rgb`` into its own samples inside ``Fill.hole``, so that pixels
+        outside the hole stay identical at the file's precision.
         """
+        if rgb.dtype != np.float32 or rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise TypeError(f"rgb: expected an (H, W, 3) float32 array in [0, 1], got {rgb.dtype} {rgb.shape}")
+        if mask_hw.shape != rgb.shape[:2]:
+            raise ValueError(f"mask_hw: expected {rgb.shape[:2]} to match rgb, got {mask_hw.shape}")
         hole = hole_from_mask(mask_hw, self.mask_options, self.device)
-        if not bool(hole.any()):
-            return rgb.copy(), "empty mask, image copied unchanged"
-        image = torch.from_numpy(rgb).to(self.device).permute(2, 0, 1)[None].float() / 255
+        hole_hw = hole[0, 0].cpu().numpy() > 0
+        if not hole_hw.any():
+            return Fill(None, hole_hw, "empty mask, image copied unchanged")
+        image = torch.from_numpy(rgb).to(self.device).permute(2, 0, 1)[None]
         note = None
         if self.mode == "plain":
             options = self.plain_options
@@ -83,6 +100,4 @@ class Inpainter:
         else:
             result, reports = refine(self.model, image, hole, self.refine_settings, callback=callback)
             note = reports[0].skipped
-        # Truncation, as the official predict script and ComfyUI's SaveImage write their files.
-        filled = (result[0].permute(1, 2, 0) * 255).clamp_(0, 255).to(torch.uint8).cpu().numpy()
-        return np.where(hole[0, 0, :, :, None].cpu().numpy() > 0, filled, rgb), note
+        return Fill(result[0].permute(1, 2, 0).float().cpu().numpy(), hole_hw, note)
