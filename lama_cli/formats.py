@@ -18,7 +18,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, TiffImagePlugin, TiffTags
 
-__all__ = ["has_16bit_bands", "decode_16bit", "encode_png", "encode_tiff", "TIFF_PHOTOMETRIC"]
+__all__ = ["READ_FORMATS", "open_image", "has_16bit_bands", "decode_16bit", "encode_png", "encode_tiff", "TIFF_PHOTOMETRIC"]
+
+# The decoders Pillow may use. Pillow picks a decoder from a file's content, not its name, and some
+# hand the file to other programs (EPS to Ghostscript): a "photo.png" must be decoded as one of these.
+READ_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF")
+
+
+def open_image(path: Path) -> Image.Image:
+    """``Image.open`` limited to :data:`READ_FORMATS` (UnidentifiedImageError, an OSError, otherwise)."""
+    return Image.open(path, formats=READ_FORMATS)
 
 # Bands whose 16-bit unpackers exist in both byte orders ("RGB;16B" and "RGB;16L", ...).
 _SPLIT_BANDS = ("RGB", "RGBA", "RGBX", "CMYK")
@@ -61,7 +70,7 @@ def has_16bit_bands(image: Image.Image) -> bool:
 
 
 def _decode(path: Path, rawmode: str) -> np.ndarray:
-    with Image.open(path) as image:
+    with open_image(path) as image:
         image.tile = [_with_rawmode(tile, rawmode) for tile in image.tile]
         image.load()
         return np.asarray(image)

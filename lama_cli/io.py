@@ -164,7 +164,7 @@ def _decode_16bit(path: Path, image: Image.Image) -> tuple[np.ndarray, str, np.n
 
 def _decode(path: Path, what: str) -> LoadedImage:
     try:
-        with Image.open(path) as image:
+        with formats.open_image(path) as image:
             decoded, note = None, None
             # Before anything that loads the pixels (a PNG's getexif() does), which drops the tiles.
             if formats.has_16bit_bands(image):

@@ -195,3 +195,16 @@ def test_a_failed_write_leaves_neither_output_nor_temporary_file(tmp_path, monke
         save_image(tmp_path / "out.png", RGB8, None, "rgb", "png")
 
     assert list(tmp_path.iterdir()) == []
+
+
+def test_only_the_listed_decoders_run_whatever_the_file_name(tmp_path):
+    # Pillow picks its decoder from the content: a file named photo.png could be EPS (handed to
+    # Ghostscript). A PPM stands in for it here: Pillow reads PPM by itself, so only the limit stops it.
+    disguised = tmp_path / "photo.png"
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(disguised, format="PPM")
+    assert Image.open(disguised).format == "PPM"
+    with pytest.raises(InputError, match=r"photo\.png: cannot read"):
+        read_image(disguised)
+    real = tmp_path / "real.png"
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(real)
+    assert read_image(real).samples.shape == (8, 8, 3)
