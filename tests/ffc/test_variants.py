@@ -245,14 +245,18 @@ def test_mpe_file_whose_encoding_does_not_fit_the_generator(tmp_path):
         load_generator(_checkpoint(tmp_path, "lama_mpe", narrow_directions))
 
 
+def _assert_refused(path: Path, state: dict[str, torch.Tensor], message: str) -> None:
+    save_file(state, path)
+    with pytest.raises(CheckpointError, match=message):
+        load_generator(path)
+
+
 def test_misshaped_tensor_is_named_as_in_the_file(tmp_path, tiny_state):
     state = {"gen_state_dict." + k: v for k, v in tiny_state.items()}
     state["gen_state_dict.model.9.weight"] = torch.zeros(128, 64, 3, 2)
-    path = tmp_path / "x.safetensors"
-    save_file(state, path)
-    with pytest.raises(CheckpointError, match=r"x\.safetensors: looks like FFC generator \(ngf 16, 3 blocks\) but tensor "
-                                              r"'gen_state_dict\.model\.9\.weight' has shape \[128, 64, 3, 2\]"):
-        load_generator(path)
+    _assert_refused(tmp_path / "x.safetensors", state,
+                    r"x\.safetensors: looks like FFC generator \(ngf 16, 3 blocks\) but tensor "
+                    r"'gen_state_dict\.model\.9\.weight' has shape \[128, 64, 3, 2\]")
 
 
 @pytest.mark.parametrize(
@@ -265,21 +269,17 @@ def test_misshaped_tensor_is_named_as_in_the_file(tmp_path, tiny_state):
     ],
 )
 def test_related_networks_get_a_named_refusal(tmp_path, tensors, message):
-    path = tmp_path / "other.safetensors"
-    save_file({k: torch.zeros(s) for k, s in tensors.items()}, path)
-    with pytest.raises(CheckpointError, match=r"other\.safetensors: " + message):
-        load_generator(path)
+    _assert_refused(tmp_path / "other.safetensors", {k: torch.zeros(s) for k, s in tensors.items()},
+                    r"other\.safetensors: " + message)
 
 
 def test_small_kernel_generator_is_refused(tmp_path, tiny_state):
     state = dict(tiny_state)
     state["model.1.ffc.convl2l.weight"] = torch.zeros(16, 4, 3, 3)
     state["model.2.ffc.convl2l.weight"] = torch.zeros(32, 16, 4, 4)
-    path = tmp_path / "inpainting_lama.safetensors"
-    save_file(state, path)
-    with pytest.raises(CheckpointError, match=r"looks like manga-image-translator inpainting_lama\.py generator "
-                                              r"\(tensor 'model\.1\.ffc\.convl2l\.weight' has shape \[16, 4, 3, 3\]\)"):
-        load_generator(path)
+    _assert_refused(tmp_path / "inpainting_lama.safetensors", state,
+                    r"looks like manga-image-translator inpainting_lama\.py generator "
+                    r"\(tensor 'model\.1\.ffc\.convl2l\.weight' has shape \[16, 4, 3, 3\]\)")
 
 
 def test_torchscript_of_an_unknown_variant(tmp_path, tiny_state):
