@@ -15,7 +15,10 @@ imported) and rebuilds tensors from the stored bytes itself. ``torch.load`` and
 ``torch.jit.load`` are never called: the latter compiles a TorchScript file's code and runs its
 modules' ``__setstate__``, which can write files or never return.
 
-The canonical layout is ``model.<index>.<path>`` (``LamaGenerator.state_dict()``).
+Which LaMa a file holds (Big-LaMa, LaMa-Fourier, LaMa-MPE, manga-image-translator's lama_large, ...)
+is decided from tensor names and shapes by :mod:`ffc.variants`; tensors no known model uses are
+reported in :class:`ModelInfo`, never dropped silently. The canonical layout is
+``model.<index>.<path>`` plus ``mpe.*`` for LaMa-MPE (``LamaGenerator.state_dict()``).
 """
 
 from __future__ import annotations

@@ -30,7 +30,6 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["GRID", "DIRECTIONS", "MaskPositionalEncoding", "mask_positions", "sinusoidal_table"]
@@ -256,7 +255,8 @@ class MaskPositionalEncoding(nn.Module):
         positions_table = self.rel_pos_emb.weight.float() * self.alpha5.float()
         patterns = torch.tensor([[(p >> k) & 1 for k in range(DIRECTIONS)] for p in range(2**DIRECTIONS)],
                                 dtype=torch.float32, device=local.device)
-        directions_table = torch.matmul(patterns, self.direct_emb.weight.float()) * self.alpha6.float()
+        with torch.autocast(local.device.type, enabled=False):  # the tables stay float32 under bf16 autocast
+            directions_table = torch.matmul(patterns, self.direct_emb.weight.float()) * self.alpha6.float()
         pattern = (flags.to(torch.int64) * (2 ** torch.arange(DIRECTIONS, device=local.device))).sum(-1)
 
         out = local.float()

@@ -105,7 +105,8 @@ def test_every_variant_is_documented_and_reachable():
     assert detect(LamaGenerator(LamaConfig(ngf=8, n_blocks=2)).state_dict()).name == "FFC generator (ngf 8, 2 blocks)"
     mpe = LamaGenerator(LamaConfig(ngf=8, n_blocks=2, mpe_positions=128)).state_dict()
     assert detect(mpe).name == "LaMa-MPE (ngf 8, 2 blocks)"
-    assert BIG_LAMA != LAMA_FOURIER
+    # The released sizes are named without a suffix, and only by exact shapes.
+    assert VARIANTS[2].display_name(BIG_LAMA) == "Big-LaMa" and VARIANTS[3].display_name(LAMA_FOURIER) == "LaMa-Fourier"
 
 
 # --- fidelity against the upstream code ------------------------------------------------------------
