@@ -13,13 +13,16 @@ from __future__ import annotations
 from .checkpoint import CheckpointError, ModelInfo, canonicalize, detect_format, load_generator, read_tensors
 from .fast import FastLamaGenerator, fuse_for_inference
 from .generator import BIG_LAMA, LAMA_FOURIER, LamaConfig, LamaGenerator, config_from_state_dict
-from . import checks, masks, strategies
+from .variants import VARIANTS, Variant
+from . import checks, masks, mpe, strategies, variants
 from .inference import MIN_SIZE, binarize, composite, inpaint, pad_symmetric, padded_size, predict
 
 __all__ = [
     "BIG_LAMA",
     "LAMA_FOURIER",
     "MIN_SIZE",
+    "VARIANTS",
+    "Variant",
     "CheckpointError",
     "FastLamaGenerator",
     "LamaConfig",
@@ -35,9 +38,11 @@ __all__ = [
     "inpaint",
     "load_generator",
     "masks",
+    "mpe",
     "pad_symmetric",
     "padded_size",
     "predict",
     "read_tensors",
     "strategies",
+    "variants",
 ]

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
-from .generator import LamaConfig, LamaGenerator
+from .generator import LamaConfig, LamaGenerator, run_front
 from .layers import ConcatTuple, FFCBnAct, FFCResBlock, FourierUnit, spectral_conv
 
 __all__ = ["FastLamaGenerator", "fuse_for_inference"]
@@ -265,6 +265,8 @@ class FastLamaGenerator(nn.Module):
                     raise TypeError(f"fuse_for_inference: unexpected module {type(m).__name__} at index {i}")
                 i += 1
         self.body = nn.Sequential(*layers).requires_grad_(False)
+        # The masking positional encoding (LaMa-MPE) holds no BatchNorm: used as it is.
+        self.mpe = copy.deepcopy(generator.mpe).requires_grad_(False) if generator.mpe is not None else None
         if channels_last:
             self.body = self.body.to(memory_format=torch.channels_last)
         self.eval()  # new modules start in training mode; there is no BatchNorm left, but callers check
@@ -272,12 +274,16 @@ class FastLamaGenerator(nn.Module):
     def _first_block(self) -> int:
         return self.config.first_block_index
 
+    @property
+    def refinable(self) -> bool:
+        """Whether the network splits into ``front`` and ``rear`` (as :attr:`LamaGenerator.refinable`)."""
+        return True
+
     def front(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Encoder -> (local, global) features at H/8, as :meth:`LamaGenerator.front`."""
+        """Encoder (+ MPE) -> (local, global) features at H/8, as :meth:`LamaGenerator.front`."""
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        local, global_ = self.body[: self._first_block()](x)
-        return local, global_
+        return run_front(self.body, self.mpe, x, self._first_block())
 
     def rear(self, features: tuple[Tensor, Tensor]) -> Tensor:
         """Residual blocks and decoder -> prediction in (0, 1), NCHW-contiguous."""

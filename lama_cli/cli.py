@@ -240,6 +240,13 @@ def _refine_settings(args: argparse.Namespace) -> RefineSettings:
     return settings
 
 
+def _listing(names: tuple[str, ...], shown: int = 10) -> str:
+    if not names:
+        return "none"
+    more = f" ... and {len(names) - shown} more" if len(names) > shown else ""
+    return f"{len(names)}: " + ", ".join(names[:shown]) + more
+
+
 def show_info(path: Path) -> int:
     """``--info``: the loader's findings on stdout; 1 with the reason for a file it cannot use."""
     try:
@@ -251,10 +258,15 @@ def show_info(path: Path) -> int:
         ("file", str(path)),
         ("format", info.source_format),
         ("variant", info.variant),
+        ("variant id", info.variant_id),
+        ("refinable", "yes" if info.refinable else "no (plain inpainting only)"),
         ("parameters", f"{info.parameters:,}"),
         ("key prefix", repr(info.key_prefix)),
+        *((f"{part} prefix", repr(prefix)) for part, prefix in info.part_prefixes.items() if part != "generator"),
         ("residual blocks", str(info.config.n_blocks)),
-        ("ignored tensors", str(info.ignored_keys)),
+        ("ignored tensors", f"{info.ignored_keys} (training state: discriminator, evaluator, optimizer)"
+         if info.ignored_keys else "0"),
+        ("unused tensors", _listing(info.unused_keys)),
         ("summary", info.describe()),
     ]
     width = max(len(name) for name, _ in rows)

@@ -180,8 +180,16 @@ def refine(
         (result, reports): result (B, 3, H, W) in ``image``'s dtype, the input bit for bit
         outside the holes (or the official reduced size with ``keep_budget_size``), and one
         :class:`ImageReport` per image.
+
+    Raises:
+        TypeError: for a model that does not split into front and rear (``model.refinable``).
     """
     settings.validate()
+    if not getattr(model, "refinable", False):
+        raise TypeError(
+            f"model: {type(model).__name__} cannot be refined: refinement needs a LaMa generator whose network splits "
+            "into front and rear (ffc.LamaGenerator or ffc.FastLamaGenerator; see ModelInfo.refinable)"
+        )
     ffc.checks.check_inpaint_inputs(image, mask, model)
     device = next(model.parameters()).device
     if settings.precision == "bf16" and device.type not in ("cuda", "cpu"):

@@ -60,6 +60,7 @@ def _probe(model: nn.Module, size: int, autocast_dtype: torch.dtype | None) -> t
         return t
 
     x = torch.rand(1, model.config.in_channels, size, size, device=device)
+    x[:, -1] = (x[:, -1] > 0.5).to(x.dtype)  # the mask channel is binary (LaMa-MPE checks it)
     autocast = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
     with torch.no_grad(), autocast:
         local, global_ = model.front(x)
