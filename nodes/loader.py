@@ -252,7 +252,9 @@ def patcher_class() -> type:
     our network is plain torch, so it would force-load every weight anyway (keeping a backup of
     each), ignore the activation estimate we pass to ``load_models_gpu`` when it is the only
     model loaded (it then frees nothing for dynamic models), and assert on full loads. The
-    classic patcher makes ComfyUI free room for weights plus activations, which LaMa needs.
+    classic patcher makes ComfyUI free room for weights plus activations, which LaMa needs; being a
+    real ``ModelPatcher`` subclass instance, it also lets newer ComfyUI's RAM-pressure output cache
+    recognise our output as a model (``is_model_patcher_output``) and evict it first.
     """
     return comfy("model_patcher").ModelPatcher
 

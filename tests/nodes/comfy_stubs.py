@@ -11,7 +11,8 @@ Two generations of ComfyUI are mirrored where the pack must cope with both:
 * patchers: 0.3.64 has only ``ModelPatcher``; newer ComfyUI (``dynamic_vram=True``) also has
   ``ModelPatcherDynamic`` and binds ``CoreModelPatcher`` to it when comfy-aimdo is active
   (``main.py``), with its rules (a CPU load device gets a plain ``ModelPatcher``; ``load`` asserts
-  on full loads; non-``comfy.ops`` weights are force-loaded next to a backup of each);
+  on full loads; non-``comfy.ops`` weights are force-loaded next to a backup of each), and
+  ``is_model_patcher_output``, by which its RAM-pressure cache finds model outputs;
 * validation: :func:`validate_like_comfyui` applies ``execution.validate_inputs``' rule that a
   V1 combo value must be in the list unless ``VALIDATE_INPUTS`` names that input.
 """
@@ -195,6 +196,12 @@ class ComfyStubs:
         mp.ModelPatcher = ModelPatcher
         if not self.dynamic_vram:
             return mp  # 0.3.64: no CoreModelPatcher, no ModelPatcherDynamic
+
+        def is_model_patcher_output(output):
+            # Newer ComfyUI's RAM-pressure output cache evicts stale outputs this recognises first.
+            return isinstance(output, ModelPatcher) or isinstance(getattr(output, "patcher", None), ModelPatcher)
+
+        mp.is_model_patcher_output = is_model_patcher_output
 
         class ModelPatcherDynamic(ModelPatcher):
             """Newer ComfyUI's DynamicVRAM patcher, reduced to what it does with plain torch modules."""

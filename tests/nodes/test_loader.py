@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import gc
 import inspect
 import logging
@@ -249,8 +250,10 @@ def test_the_classic_patcher_is_chosen_under_dynamic_vram(pack, monkeypatch, mod
         (model,) = cls().execute(model_name="lama/tiny.safetensors", dtype="fp32")
     assert type(model.patcher) is mp.ModelPatcher and not model.patcher.is_dynamic()
     assert model.patcher.load_device == torch.device("cuda", 0)
+    # The RAM-pressure cache (comfy_execution/caching.py) sees our output as a model and evicts it first.
+    assert mp.is_model_patcher_output(model)
     # What the dynamic patcher would have done with our plain-torch module: a second copy of every weight.
-    dynamic = mp.ModelPatcherDynamic(model.patcher.model, torch.device("meta"), torch.device("cpu"))
+    dynamic = mp.ModelPatcherDynamic(copy.deepcopy(model.patcher.model), torch.device("meta"), torch.device("cpu"))
     dynamic.load(torch.device("meta"))
     assert len(dynamic.backup) == len(list(model.patcher.model.parameters()))
     with pytest.raises(AssertionError):
