@@ -35,6 +35,16 @@ def test_every_format_loads_the_same_weights(call, comfy, tiny_state, model_name
     assert model.weight_bytes == 4 * sum(p.numel() for p in patcher.model.parameters())
 
 
+def test_every_weight_is_in_a_leaf_module(call, comfy):
+    """ComfyUI's ModelPatcher moves and counts only the parameters of leaf modules (``_load_list``
+    skips modules with children as "default random weights"): anything else would stay on the GPU
+    after a partial unload while ComfyUI believed it freed."""
+    (model,) = call("LamaFFC_LoadModel", model_name="lama/tiny.safetensors", dtype="fp32")
+    stray = [name for name, module in model.patcher.model.named_modules()
+             if next(module.children(), None) is not None and next(module.parameters(recurse=False), None) is not None]
+    assert stray == []
+
+
 def test_folder_registration_merges_with_existing_entries(call, comfy, models_dir, tmp_path):
     extra = str(tmp_path / "from_yaml")
     # extra_model_paths.yaml registers unknown keys with an empty set; another pack used a list.
