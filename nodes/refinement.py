@@ -84,7 +84,7 @@ def _work_model(lama: LamaModel, settings: RefineSettings, memory_required: int)
     mm.free_memory(memory_required, device)  # the estimate already counts one copy of the weights
     log.info("LaMa refine: fp32 requested for a bf16 model; using a float32 copy of the weights")
     with torch.inference_mode(False):
-        return fuse_for_inference(lama.generator).eval().to(device)
+        return fuse_for_inference(lama.float32_generator()).eval().to(device)
 
 
 def _refine_batch(net: nn.Module, inputs: InpaintInputs, settings: RefineSettings) -> Tensor:

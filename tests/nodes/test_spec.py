@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.machinery
+import inspect
 import json
 import subprocess
 import sys
@@ -153,7 +155,7 @@ class _Socket:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
-def _fake_comfy_api() -> dict[str, ModuleType]:
+def _fake_io(module_name: str) -> ModuleType:
     def socket_type(io_type: str) -> type:
         class Type:
             class Input(_Socket):
@@ -166,7 +168,7 @@ def _fake_comfy_api() -> dict[str, ModuleType]:
 
         return Type
 
-    io = ModuleType("comfy_api.latest.io")
+    io = ModuleType(module_name)
     for name, io_type in [("Int", "INT"), ("Float", "FLOAT"), ("Boolean", "BOOLEAN"), ("Combo", "COMBO"),
                           ("Image", "IMAGE"), ("Mask", "MASK")]:
         setattr(io, name, socket_type(io_type))
@@ -191,39 +193,90 @@ def _fake_comfy_api() -> dict[str, ModuleType]:
     class ComfyExtension:
         pass
 
-    io.Schema, io.ComfyNode, io.NodeOutput = Schema, ComfyNode, NodeOutput
-    api = ModuleType("comfy_api")
-    api.__path__ = []
-    latest = ModuleType("comfy_api.latest")
-    latest.io, latest.ComfyExtension = io, ComfyExtension
-    for module in (api, latest):
-        module.__spec__ = importlib.machinery.ModuleSpec(module.__name__, None, is_package=True)
-    return {"comfy_api": api, "comfy_api.latest": latest}
+    io.Schema, io.ComfyNode, io.NodeOutput, io.ComfyExtension = Schema, ComfyNode, NodeOutput, ComfyExtension
+    return io
 
 
-def test_v3_api_gives_an_entrypoint_and_no_mappings(install_modules, stubs_factory, tmp_path):
-    stubs = stubs_factory(str(tmp_path))
-    with install_modules({**stubs.modules(), **_fake_comfy_api()}):
-        module = import_pack("lama_ffc_pack_v3")
-        try:
-            assert hasattr(module, "comfy_entrypoint") and not hasattr(module, "NODE_CLASS_MAPPINGS")
-            extension = asyncio.run(module.comfy_entrypoint())
-            classes = asyncio.run(extension.get_node_list())
-            schemas = {cls.define_schema().node_id: cls.define_schema() for cls in classes}
-            assert sorted(schemas) == sorted(NODE_IDS)
-            refine = schemas["LamaFFC_Refine"]
-            assert refine.category == "inpaint/lama" and refine.description
-            by_id = {socket.id: socket for socket in refine.inputs}
-            assert by_id["model"].io_type == "LAMA_FFC_MODEL" and by_id["image"].io_type == "IMAGE"
-            assert by_id["n_iters"].io_type == "INT" and by_id["n_iters"].kwargs["default"] == 15
-            assert by_id["precision"].kwargs["options"] == ["auto", "fp32", "bf16"]
-            assert by_id["lr"].kwargs["round"] == 0.0001
-            assert all(socket.kwargs["tooltip"] for socket in refine.inputs + refine.outputs)
-            assert [o.kwargs["display_name"] for o in refine.outputs] == ["image", "mask"]
-            mask_node = next(cls for cls in classes if cls.SPEC.node_id == "LamaFFC_PrepareMask")
-            out = mask_node.execute(mask=__import__("torch").ones(1, 8, 8), threshold=0.5, operation="none",
-                                    kernel_size=1, feather=0.0)
-            assert out.args[0].shape == (1, 8, 8)
-        finally:
-            for name in [n for n in sys.modules if n == "lama_ffc_pack_v3" or n.startswith("lama_ffc_pack_v3.")]:
-                del sys.modules[name]
+def _package(name: str, **attributes: Any) -> ModuleType:
+    module = ModuleType(name)
+    module.__path__ = []
+    module.__spec__ = importlib.machinery.ModuleSpec(name, None, is_package=True)
+    for key, value in attributes.items():
+        setattr(module, key, value)
+    return module
+
+
+def _fake_comfy_api(*versions: str) -> dict[str, ModuleType]:
+    """``comfy_api`` with the given submodules (``latest``, ``v0_0_2``, ...), each with its own io.
+
+    As in ComfyUI (0.3.48 ... 0.38+), a versioned module exports ``io``, ``ui`` and ``ComfyExtension``;
+    here each gets a distinct ``io`` so a test can tell which one the pack used.
+    """
+    modules = {"comfy_api": _package("comfy_api")}
+    for version in versions:
+        io = _fake_io(f"comfy_api.{version}.io")
+        modules[f"comfy_api.{version}"] = _package(f"comfy_api.{version}", io=io, ui=ModuleType("ui"),
+                                                   ComfyExtension=io.ComfyExtension)
+    return modules
+
+
+@pytest.fixture()
+def import_v3_pack(install_modules, stubs_factory, tmp_path):
+    """``import_v3_pack(*versions)`` -> the pack imported under a comfy_api with those versions."""
+    names: list[str] = []
+    with contextlib.ExitStack() as stack:
+
+        def run(*versions: str) -> ModuleType:
+            stack.enter_context(install_modules({**stubs_factory(str(tmp_path)).modules(), **_fake_comfy_api(*versions)}))
+            names.append(f"lama_ffc_pack_v3_{len(names)}")
+            return import_pack(names[-1])
+
+        yield run
+        for module in [n for n in sys.modules if any(n == name or n.startswith(name + ".") for name in names)]:
+            del sys.modules[module]
+
+
+@pytest.mark.parametrize(("versions", "used"), [
+    (("latest", "v0_0_1", "v0_0_2", "v0_0_3"), "v0_0_2"),  # ComfyUI 0.38+: v0_0_2 is still there
+    (("latest", "v0_0_1", "v0_0_2"), "v0_0_2"),  # 0.3.48 ... 0.3.64
+    (("latest",), "latest"),  # a ComfyUI without the frozen version: the unstable one
+])
+def test_v3_classes_come_from_the_versioned_api(import_v3_pack, versions, used):
+    module = import_v3_pack(*versions)
+    api = sys.modules[f"comfy_api.{used}"]
+    extension = asyncio.run(module.comfy_entrypoint())
+    assert isinstance(extension, api.ComfyExtension)
+    classes = asyncio.run(extension.get_node_list())
+    assert classes and all(issubclass(cls, api.io.ComfyNode) for cls in classes)
+
+
+def test_a_broken_v3_api_is_reported_not_hidden(import_v3_pack):
+    module = import_v3_pack("v0_0_2")
+    del sys.modules["comfy_api.v0_0_2"].io
+    with pytest.raises(ImportError, match=r"comfy_api.v0_0_2 lacks \['io'\]"):
+        asyncio.run(module.comfy_entrypoint())
+
+
+def test_v3_api_gives_an_entrypoint_and_no_mappings(import_v3_pack):
+    module = import_v3_pack("latest", "v0_0_2")
+    assert hasattr(module, "comfy_entrypoint") and not hasattr(module, "NODE_CLASS_MAPPINGS")
+    extension = asyncio.run(module.comfy_entrypoint())
+    classes = asyncio.run(extension.get_node_list())
+    schemas = {cls.define_schema().node_id: cls.define_schema() for cls in classes}
+    assert sorted(schemas) == sorted(NODE_IDS)
+    refine = schemas["LamaFFC_Refine"]
+    assert refine.category == "inpaint/lama" and refine.description
+    by_id = {socket.id: socket for socket in refine.inputs}
+    assert by_id["model"].io_type == "LAMA_FFC_MODEL" and by_id["image"].io_type == "IMAGE"
+    assert by_id["n_iters"].io_type == "INT" and by_id["n_iters"].kwargs["default"] == 15
+    assert by_id["precision"].kwargs["options"] == ["auto", "fp32", "bf16"]
+    assert by_id["lr"].kwargs["round"] == 0.0001
+    assert all(socket.kwargs["tooltip"] for socket in refine.inputs + refine.outputs)
+    assert [o.kwargs["display_name"] for o in refine.outputs] == ["image", "mask"]
+    mask_node = next(cls for cls in classes if cls.SPEC.node_id == "LamaFFC_PrepareMask")
+    out = mask_node.execute(mask=__import__("torch").ones(1, 8, 8), threshold=0.5, operation="none",
+                            kernel_size=1, feather=0.0)
+    assert out.args[0].shape == (1, 8, 8)
+    # ComfyUI reads these names to decide which inputs it leaves to the node's own check.
+    loader_node = next(cls for cls in classes if cls.SPEC.node_id == "LamaFFC_LoadModel")
+    assert inspect.getfullargspec(loader_node.validate_inputs).args == ["cls", "model_name"]
