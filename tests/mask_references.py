@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from ffc.masks import _grow, ellipse_kernel
 
-__all__ = ["kornia_morphology", "old_hole_boxes", "old_merge_overlapping", "snake", "spiral", "dots"]
+__all__ = ["kornia_morphology", "old_banded_morphology", "old_hole_boxes", "old_merge_overlapping", "snake", "spiral", "dots"]
 
 
 def kornia_morphology(mask: torch.Tensor, size: int, *, dilation: bool, crop: bool = True,
@@ -117,3 +117,21 @@ def dots(height: int, width: int, n: int, side: int = 6, seed: int = 0) -> torch
                     torch.randint(0, width - side, (n,), generator=generator).tolist()):
         mask[y : y + side, x : x + side] = 1
     return mask
+
+
+def old_banded_morphology(mask: torch.Tensor, size: int, *, dilation: bool, band_elements: int = 1 << 20) -> torch.Tensor:
+    """The previous path for kornia without the "shift" engine (older than 0.8): "unfold" in row bands.
+
+    Each band of about ``band_elements`` input pixels unfolds into a (band x size^2) window tensor.
+    """
+    if size <= 1:
+        return mask.clone()
+    kernel, radius = ellipse_kernel(size, dtype=mask.dtype), size // 2
+    operation = kornia.morphology.dilation if dilation else kornia.morphology.erosion
+    height, width = mask.shape[-2:]
+    rows, out = max(1, band_elements // (mask.shape[0] * width)), []
+    for start in range(0, height, rows):
+        lo, hi = max(0, start - radius), min(height, start + rows + radius)
+        band = operation(mask[..., lo:hi, :], kernel, border_type="geodesic", engine="unfold")
+        out.append(band[..., start - lo : start - lo + min(rows, height - start), :])
+    return torch.cat(out, dim=-2)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from ffc import Cancelled
 from ffc.masks import _merge_overlapping, dilate, ellipse_kernel, erode, feather, hole_boxes
-from mask_references import kornia_morphology, old_hole_boxes, old_merge_overlapping, snake, spiral
+from mask_references import kornia_morphology, old_banded_morphology, old_hole_boxes, old_merge_overlapping, snake, spiral
 
 
 def test_ellipse_kernel_is_opencvs_15px_ellipse():
@@ -84,6 +84,13 @@ def test_larger_masks_match_kornia(shape, size):
     mask[..., : shape[-2] // 3, :] = (mask[..., : shape[-2] // 3, :] > 0.7).float()  # binary and soft parts
     for dilation, operation in ((False, erode), (True, dilate)):
         assert torch.equal(operation(mask, size), kornia_morphology(mask, size, dilation=dilation))
+
+
+def test_matches_the_banded_path_of_older_kornia():
+    mask = _levels((2, 1, 90, 70), seed=10)
+    for size in (7, 16):  # 11-row bands
+        assert torch.equal(erode(mask, size), old_banded_morphology(mask, size, dilation=False, band_elements=2 * 70 * 11))
+        assert torch.equal(dilate(mask, size), old_banded_morphology(mask, size, dilation=True, band_elements=2 * 70 * 11))
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
@@ -272,3 +279,5 @@ def test_hole_boxes_separate_merge_and_shift_context_inward():
     assert hole_boxes(torch.zeros(10, 10), 5) == []
     with pytest.raises(ValueError, match="margin"):
         hole_boxes(hole, -1)
+    with pytest.raises(ValueError, match="cell: expected 1 to 254 px, got 0"):
+        hole_boxes(hole, 0, cell=0)
