@@ -10,6 +10,7 @@ node pack. Typical use::
 
 from __future__ import annotations
 
+from .cancel import Cancelled
 from .checkpoint import CheckpointError, ModelInfo, canonicalize, detect_format, load_generator, read_tensors
 from .fast import FastLamaGenerator, fuse_for_inference
 from .generator import BIG_LAMA, LAMA_FOURIER, LamaConfig, LamaGenerator, config_from_state_dict
@@ -19,6 +20,7 @@ from .inference import MIN_SIZE, binarize, composite, inpaint, pad_symmetric, pa
 
 __all__ = [
     "BIG_LAMA",
+    "Cancelled",
     "LAMA_FOURIER",
     "MIN_SIZE",
     "VARIANTS",
