@@ -13,19 +13,21 @@ from __future__ import annotations
 from .checkpoint import CheckpointError, ModelInfo, canonicalize, detect_format, load_generator, read_tensors
 from .fast import FastLamaGenerator, fuse_for_inference
 from .generator import BIG_LAMA, LAMA_FOURIER, LamaConfig, LamaGenerator, config_from_state_dict
-from . import checks, masks, strategies
-from .inference import MIN_SIZE, binarize, composite, inpaint, pad_symmetric, padded_size, predict
+from . import checks, masks, plan, strategies
+from .inference import MIN_SIZE, Cancelled, binarize, cancel_points, composite, inpaint, pad_symmetric, padded_size, predict
 
 __all__ = [
     "BIG_LAMA",
     "LAMA_FOURIER",
     "MIN_SIZE",
+    "Cancelled",
     "CheckpointError",
     "FastLamaGenerator",
     "LamaConfig",
     "LamaGenerator",
     "ModelInfo",
     "binarize",
+    "cancel_points",
     "canonicalize",
     "checks",
     "composite",
@@ -36,6 +38,7 @@ __all__ = [
     "load_generator",
     "masks",
     "pad_symmetric",
+    "plan",
     "padded_size",
     "predict",
     "read_tensors",

@@ -4,19 +4,89 @@ Pipeline (``docs/lama-reference.md`` §4): binarise the mask (``> 0``), pad bott
 multiple of 8 by numpy-"symmetric" mirroring (edge pixel repeated), run the generator on
 ``cat(image * (1 - mask), mask)``, crop back and composite. Unmasked pixels come back
 bit-identical to the input; images whose mask is empty skip the model.
+
+Cancel: ``cancel()`` (a callable returning True to stop) is polled between the generator's
+top-level layers (each residual block, each decoder stage), in the forward pass and, for the
+refinement, in the backward pass too (:func:`cancel_points`), so a large image stops within
+about one layer's time instead of a whole forward.
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
 
 from .checks import check_inpaint_inputs
 
-__all__ = ["inpaint", "predict", "binarize", "composite", "pad_symmetric", "padded_size", "MIN_SIZE"]
+__all__ = [
+    "inpaint", "predict", "binarize", "composite", "pad_symmetric", "padded_size", "MIN_SIZE", "Cancelled",
+    "cancel_points", "raise_if_cancelled",
+]
 
 # The bottleneck (H/8) must be at least 2 px for the residual blocks' reflect padding.
 MIN_SIZE = 16
+
+
+class Cancelled(RuntimeError):
+    """Raised when the caller's ``cancel()`` returned True (the model stays usable)."""
+
+
+def raise_if_cancelled(cancel: Callable[[], bool] | None, error: type[Exception] = Cancelled) -> Callable[[], None]:
+    """A check for :func:`cancel_points`: raises ``error`` when ``cancel()`` returns True.
+
+    ``cancel`` may also raise its own exception (ComfyUI's interrupt does), which propagates as is.
+    """
+
+    def check() -> None:
+        if cancel is not None and cancel():
+            raise error("cancelled")
+
+    return check
+
+
+def _layers(model: nn.Module) -> nn.Sequential:
+    # LamaGenerator keeps its layers in .model, the fused FastLamaGenerator in .body.
+    layers = getattr(model, "body", None)
+    return layers if isinstance(layers, nn.Sequential) else model.model
+
+
+@contextlib.contextmanager
+def cancel_points(model: nn.Module, check: Callable[[], None] | None) -> Iterator[None]:
+    """Call ``check()`` before every top-level layer of the generator, forward and backward.
+
+    Forward: a pre-hook on each layer. Backward: each layer's output that requires grad gets a
+    tensor hook, which runs when backward reaches that layer. ``check`` stops the work by
+    raising; autograd propagates the exception out of ``backward()`` and drops the graph. The
+    hooks are removed on exit, so the model is unchanged afterwards.
+    """
+    if check is None:
+        yield
+        return
+
+    def before(module: nn.Module, args: tuple) -> None:
+        check()
+
+    def on_gradient(grad: Tensor) -> None:
+        check()
+
+    def after(module: nn.Module, args: tuple, output: object) -> None:
+        outputs = output if isinstance(output, tuple) else (output,)
+        tensor = next((t for t in outputs if isinstance(t, Tensor) and t.requires_grad), None)
+        if tensor is not None:
+            tensor.register_hook(on_gradient)
+
+    handles = []
+    try:
+        for layer in _layers(model):
+            handles.append(layer.register_forward_pre_hook(before))
+            handles.append(layer.register_forward_hook(after))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def binarize(mask: Tensor, threshold: float = 0.0) -> Tensor:
@@ -68,13 +138,14 @@ def _model_dtype(model: nn.Module) -> torch.dtype:
     return next(model.parameters()).dtype
 
 
-def predict(model: nn.Module, image: Tensor, hole: Tensor) -> Tensor:
+def predict(model: nn.Module, image: Tensor, hole: Tensor, *, cancel: Callable[[], bool] | None = None) -> Tensor:
     """Raw generator prediction for every pixel, (B, 3, H, W), same dtype as ``image``.
 
     Args:
         model: a :class:`~ffc.generator.LamaGenerator` (or its fast variant) on ``image``'s device.
         image: (B, 3, H, W) in [0, 1]; any H, W >= 1.
         hole: (B, 1, H, W) binary float mask, 1 = fill.
+        cancel: polled between the generator's layers; True raises :class:`Cancelled`.
     """
     height, width = image.shape[-2:]
     multiple = model.config.multiple
@@ -83,12 +154,13 @@ def predict(model: nn.Module, image: Tensor, hole: Tensor) -> Tensor:
     hole_p = pad_symmetric(hole, ph, pw)
     dtype = _model_dtype(model)
     x = torch.cat([image_p * (1 - hole_p), hole_p], dim=1).to(dtype)
-    with torch.no_grad():
+    with torch.no_grad(), cancel_points(model, raise_if_cancelled(cancel) if cancel is not None else None):
         prediction = model(x)
     return prediction[..., :height, :width].to(image.dtype)
 
 
-def inpaint(model: nn.Module, image: Tensor, mask: Tensor, *, threshold: float = 0.0) -> Tensor:
+def inpaint(model: nn.Module, image: Tensor, mask: Tensor, *, threshold: float = 0.0,
+            cancel: Callable[[], bool] | None = None) -> Tensor:
     """Fill the masked area of ``image`` with LaMa, as the official predict script does.
 
     Args:
@@ -96,6 +168,7 @@ def inpaint(model: nn.Module, image: Tensor, mask: Tensor, *, threshold: float =
         image: (B, 3, H, W) float in [0, 1]; any H, W >= 1; B >= 1.
         mask: (B, 1, H, W) float or bool; pixels with ``mask > threshold`` are filled.
         threshold: binarisation threshold (official: 0).
+        cancel: polled between the generator's layers; True raises :class:`Cancelled`.
 
     Returns:
         (B, 3, H, W), same dtype and device as ``image``: the prediction inside the binarised hole,
@@ -112,6 +185,6 @@ def inpaint(model: nn.Module, image: Tensor, mask: Tensor, *, threshold: float =
     todo = hole.flatten(1).any(dim=1).nonzero().flatten()
     if todo.numel() == 0:
         return out
-    prediction = predict(model, image[todo], hole[todo])
+    prediction = predict(model, image[todo], hole[todo], cancel=cancel)
     out[todo] = composite(image[todo], prediction, hole[todo].bool())
     return out
