@@ -80,7 +80,8 @@ def cancel_points(model: nn.Module, check: Callable[[], None] | None) -> Iterato
 
     handles = []
     try:
-        for layer in _layers(model):
+        # A module listed twice (the decoder's shared ReLU) gets its hooks once.
+        for layer in {id(m): m for m in _layers(model)}.values():
             handles.append(layer.register_forward_pre_hook(before))
             handles.append(layer.register_forward_hook(after))
         yield

@@ -208,3 +208,19 @@ def test_cancel_inside_a_forward_then_run_again(call, comfy, lama, random_image,
 def test_bad_images_are_named(call, lama, box_mask, image, text):
     with pytest.raises((ValueError, TypeError), match=text):
         _run(call, lama, image, box_mask(1, H, W))
+
+
+def test_memory_guard_switches_strategy_and_says_so(call, comfy, lama, pack_module, monkeypatch, random_image):
+    image = random_image(1, 96, 128)
+    mask = torch.zeros(1, 96, 128)
+    mask[:, 10:20, 10:20] = 1
+    ffc_plan = pack_module("ffc.plan")
+    full = ffc_plan.inference_bytes(lama.info.config, 96, 128)
+    monkeypatch.setattr(pack_module("nodes._common"), "available_bytes", lambda device: int(full * 0.8))
+    out, _ = _run(call, lama, image, mask, crop_margin=8)
+    keep = (mask == 0)[..., None].expand_as(image)
+    assert torch.equal(out[keep], image[keep])
+    assert "warning: image 0: original needs ~" in comfy.node_text
+    assert "inpainting 1 crop around the holes instead" in comfy.node_text
+    (load,) = comfy.loads
+    assert load["memory_required"] < full * 0.8
