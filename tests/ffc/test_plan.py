@@ -107,7 +107,7 @@ def test_memory_guard_uses_crops_then_a_resized_copy():
     assert full.predicted_peak_bytes > free
     guarded = plan_inpaint(BIG_LAMA, mask, free_bytes=free)
     assert guarded.images[0].strategy == "crop_around_mask" and guarded.predicted_peak_bytes <= 0.9 * free
-    assert "original needs ~" in guarded.notes[0].text and "crops around the holes instead" in guarded.notes[0].text
+    assert "original needs ~" in guarded.notes[0].text and "1 crop around the holes instead" in guarded.notes[0].text
     large = _mask(1000, 1500, (50, 50, 950, 1450))
     resized = plan_inpaint(BIG_LAMA, large, free_bytes=free)
     unit = resized.images[0].units[0]
