@@ -31,6 +31,9 @@ from .masks import Box, hole_boxes
 
 __all__ = [
     "STRATEGIES",
+    "DEFAULT_STRATEGY",
+    "DEFAULT_RESIZE_LIMIT",
+    "DEFAULT_CROP_MARGIN",
     "Note",
     "InpaintUnit",
     "InpaintImagePlan",
@@ -44,6 +47,10 @@ __all__ = [
 ]
 
 STRATEGIES = ("original", "resize_to_limit", "crop_around_mask")
+# Defaults of plain inference, for the library, the node and the command line alike.
+DEFAULT_STRATEGY = "original"
+DEFAULT_RESIZE_LIMIT = 1280
+DEFAULT_CROP_MARGIN = 128
 # Per-forward fixed cost, in pixels of work, for merge decisions of plain crops: Big-LaMa on a
 # 2-core CPU takes ~0.05 s per forward plus ~10 us per pixel (and small crops run less
 # efficiently), so one forward costs about as much as ~100 x 100 more pixels.
@@ -252,6 +259,21 @@ class InpaintPlan:
     def __str__(self) -> str:
         return self.summary()
 
+    def to_dict(self) -> dict:
+        """A JSON-ready description."""
+        return {
+            "summary": self.summary(),
+            "strategy": self.strategy,
+            "size": list(self.size),
+            "forwards": self.forwards,
+            "predicted_peak_bytes": self.predicted_peak_bytes,
+            "notes": [{"level": n.level, "text": n.text} for n in self.notes],
+            "images": [{"strategy": image.strategy, "skipped": image.skipped,
+                        "units": [{"box": list(u.box), "work_size": list(u.work_size),
+                                   "predicted_bytes": u.predicted_bytes} for u in image.units]}
+                       for image in self.images],
+        }
+
 
 def resized_size(height: int, width: int, limit: int) -> tuple[int, int]:
     """Size of the ``resize_to_limit`` copy: longer side ``limit`` (unchanged when already smaller)."""
@@ -271,10 +293,10 @@ def plan_inpaint(
     model: nn.Module | LamaConfig,
     mask: Tensor,
     *,
-    strategy: str = "original",
+    strategy: str = DEFAULT_STRATEGY,
     threshold: float = 0.0,
-    resize_limit: int = 1280,
-    crop_margin: int = 128,
+    resize_limit: int = DEFAULT_RESIZE_LIMIT,
+    crop_margin: int = DEFAULT_CROP_MARGIN,
     free_bytes: int | None = None,
     memory_fraction: float = 0.9,
     dtype: torch.dtype | None = None,

@@ -23,7 +23,15 @@ from torch import Tensor, nn
 
 from .checks import check_inpaint_inputs
 from .inference import binarize, inpaint
-from .plan import STRATEGIES, InpaintPlan, InpaintUnit, plan_inpaint
+from .plan import (
+    DEFAULT_CROP_MARGIN,
+    DEFAULT_RESIZE_LIMIT,
+    DEFAULT_STRATEGY,
+    STRATEGIES,
+    InpaintPlan,
+    InpaintUnit,
+    plan_inpaint,
+)
 
 __all__ = ["STRATEGIES", "inpaint_with_strategy", "run_unit"]
 
@@ -56,10 +64,10 @@ def inpaint_with_strategy(
     image: Tensor,
     mask: Tensor,
     *,
-    strategy: str = "original",
+    strategy: str = DEFAULT_STRATEGY,
     threshold: float = 0.0,
-    resize_limit: int = 1280,
-    crop_margin: int = 128,
+    resize_limit: int = DEFAULT_RESIZE_LIMIT,
+    crop_margin: int = DEFAULT_CROP_MARGIN,
     plan: InpaintPlan | None = None,
     cancel: Callable[[], bool] | None = None,
     callback: Callable[[dict], None] | None = None,

@@ -10,7 +10,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..ffc.plan import STRATEGIES, InpaintPlan, plan_inpaint
+from ..ffc.plan import (
+    DEFAULT_CROP_MARGIN,
+    DEFAULT_RESIZE_LIMIT,
+    DEFAULT_STRATEGY,
+    STRATEGIES,
+    InpaintPlan,
+    plan_inpaint,
+)
 from ..ffc.strategies import inpaint_with_strategy
 from ._common import (
     Attempt,
@@ -50,8 +57,9 @@ def _fill(net: nn.Module, inputs: InpaintInputs, made: InpaintPlan, progress: Pr
     return filled.to(inputs.rgb.device)
 
 
-def run(model: object, image: Tensor, mask: Tensor, strategy: str = "original", resize_limit: int = 1280,
-        crop_margin: int = 128, mask_threshold: float = 0.0) -> tuple[Tensor, Tensor]:
+def run(model: object, image: Tensor, mask: Tensor, strategy: str = DEFAULT_STRATEGY,
+        resize_limit: int = DEFAULT_RESIZE_LIMIT, crop_margin: int = DEFAULT_CROP_MARGIN,
+        mask_threshold: float = 0.0) -> tuple[Tensor, Tensor]:
     lama = require_model(model)
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy: expected one of {STRATEGIES}, got {strategy!r}")
@@ -90,13 +98,13 @@ SPEC = NodeSpec(
         Param.socket("mask", "MASK", tooltip=(
             "Hole to fill, 1 = fill. Any size (resized to the image with nearest) and batch 1 or B. "
             "Soft values blend the fill into the original at the edge.")),
-        Param.combo("strategy", STRATEGIES, default="original", tooltip=(
+        Param.combo("strategy", STRATEGIES, default=DEFAULT_STRATEGY, tooltip=(
             "original: one pass at full resolution (the official behaviour). resize_to_limit: inpaint a copy whose "
             "longer side is resize_limit, paste the upscaled hole back. crop_around_mask: inpaint a crop around "
             "each hole with crop_margin px of context: fast and light for small holes in big images.")),
-        Param.int("resize_limit", 1280, lo=64, hi=8192, step=8, tooltip=(
+        Param.int("resize_limit", DEFAULT_RESIZE_LIMIT, lo=64, hi=8192, step=8, tooltip=(
             "Longer side in pixels for resize_to_limit; smaller images are inpainted as they are.")),
-        Param.int("crop_margin", 128, lo=0, hi=2048, step=8, advanced=True, tooltip=(
+        Param.int("crop_margin", DEFAULT_CROP_MARGIN, lo=0, hi=2048, step=8, advanced=True, tooltip=(
             "Pixels of context around each hole for crop_around_mask (also used by the out-of-memory fallback).")),
         Param.float("mask_threshold", 0.0, lo=0.0, hi=1.0, step=0.01, advanced=True, tooltip=(
             "Mask values above this are holes that LaMa fills. 0 = any non-zero value (the official rule).")),
