@@ -39,6 +39,21 @@ def _stop_at(scale: int, iteration: int, stamps: list[float] | None = None):
     return callback
 
 
+def _inside_each_pass(polls: list[tuple[str, float]], finest: float, begin: float) -> list[float]:
+    """Delays (from ``begin``) in the middle of the finest scale's forward and backward passes."""
+    runs: list[tuple[str, float, float]] = []  # (pass, first poll, last poll)
+    for name, at in polls:
+        kind = "backward" if name == "on_gradient" else "forward"
+        if at < finest:
+            continue
+        if runs and runs[-1][0] == kind:
+            runs[-1] = (kind, runs[-1][1], at)
+        else:
+            runs.append((kind, at, at))
+    chosen = [r for r in runs if r[2] - r[1] > 1.0][:6]
+    return [round((first + last) / 2 - begin, 2) for _, first, last in chosen]
+
+
 def _cancel_after(delay: float, work) -> dict:
     flag = threading.Event()
     stamp: dict = {}
@@ -72,8 +87,9 @@ def _cancel_after(delay: float, work) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=1024)
-    parser.add_argument("--delays", type=float, nargs="+", default=[2.0, 9.0, 16.0, 23.0, 30.0],
-                        help="seconds into the finest scale at which the flag is set")
+    parser.add_argument("--delays", type=float, nargs="+", default=None,
+                        help="seconds from the call at which the flag is set (default: the middle of each of the "
+                             "finest scale's first forward and backward passes)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -93,25 +109,36 @@ def main() -> None:
     except _Stop:
         pass
     finest_start = stamps[0] - begin
-    # The gaps between polls during two full iterations (forward and backward) of the finest scale.
-    polls: list[float] = []
+    # The polls during two full iterations (forward and backward) of the finest scale: their gaps,
+    # and where forward and backward passes run, so that the flag can be set inside each.
+    polls: list[tuple[str, float]] = []
+
+    def record() -> bool:
+        polls.append((sys._getframe(2).f_code.co_name, time.perf_counter()))
+        return False
+
+    begin = time.perf_counter()
     try:
-        refine(model, image, mask, plan=made, callback=_stop_at(1, 2), cancel=lambda: polls.append(time.perf_counter()) or False)
+        refine(model, image, mask, plan=made, callback=_stop_at(1, 2), cancel=record)
     except _Stop:
         pass
-    gaps = [b - a for a, b in zip(polls, polls[1:])]
+    gaps = [b - a for (_, a), (_, b) in zip(polls, polls[1:]) if a - begin >= finest_start]
+    backward_gaps = [b - a for (_, a), (name, b) in zip(polls, polls[1:])
+                     if a - begin >= finest_start and name == "on_gradient"]
+    delays = args.delays or _inside_each_pass(polls, begin + finest_start, begin)
 
     rows = []
-    for delay in args.delays:
-        rows.append({"what": "refine", **_cancel_after(finest_start + delay,
-                                                         lambda c: refine(model, image, mask, plan=made, cancel=c))})
+    for delay in delays:
+        rows.append({"what": "refine", **_cancel_after(delay, lambda c: refine(model, image, mask, plan=made, cancel=c))})
         print(rows[-1], file=sys.stderr)
     with torch.inference_mode():
         for delay in (1.0, 5.0, 9.0):
             rows.append({"what": "plain forward", **_cancel_after(delay, lambda c: inpaint(model, image, mask, cancel=c))})
             print(rows[-1], file=sys.stderr)
     result = {"environment": environment(torch.device("cpu")), "size": args.size, "forwards_planned": made.forwards,
-              "longest_gap_between_polls_s": round(max(gaps), 3), "median_gap_s": round(sorted(gaps)[len(gaps) // 2], 4),
+              "finest_scale_starts_s": round(finest_start, 2),
+              "longest_gap_between_polls_s": round(max(gaps), 3),
+              "longest_gap_in_backward_s": round(max(backward_gaps), 3) if backward_gaps else None, "median_gap_s": round(sorted(gaps)[len(gaps) // 2], 4),
               "rows": rows}
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")

@@ -30,7 +30,7 @@ from torch import Tensor
 
 __all__ = ["node_message", "preview_image", "LEVELS"]
 
-log = logging.getLogger("lama_ffc")
+log = logging.getLogger(__name__)
 
 LEVELS = {"info": logging.INFO, "warning": logging.WARNING}
 MAX_LINES = 12  # the newest lines shown on the node; the log keeps every line

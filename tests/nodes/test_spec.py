@@ -111,7 +111,7 @@ def test_refine_schema(pack, comfy):
                         "early_stop_tol": 0.0, "precision": "auto", "mask_threshold": 0.0, "mode": "auto",
                         "max_seconds": 0.0}
     assert inputs["crop_to_mask"][0] == "BOOLEAN"
-    assert inputs["precision"][0] == ["auto", "fp32", "bf16"] and inputs["mode"][0] == ["auto", "paper"]
+    assert inputs["precision"][0] == ["auto", "fp32", "bf16"] and inputs["mode"][0] == ["paper", "auto"]
     assert not any("advanced" in options for _, options in inputs.values())  # V1: ordinary inputs
     assert inputs["n_iters"][1]["min"] == 1 and inputs["px_budget"][1]["min"] >= 256
 
