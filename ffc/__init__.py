@@ -10,12 +10,12 @@ node pack. Typical use::
 
 from __future__ import annotations
 
-from .cancel import Cancelled
+from .cancel import Cancelled, cancel_points
 from .checkpoint import CheckpointError, ModelInfo, canonicalize, detect_format, load_generator, read_tensors
 from .fast import FastLamaGenerator, fuse_for_inference
 from .generator import BIG_LAMA, LAMA_FOURIER, LamaConfig, LamaGenerator, config_from_state_dict
 from .variants import VARIANTS, Variant
-from . import checks, masks, mpe, strategies, variants
+from . import cancel, checks, masks, mpe, plan, strategies, variants
 from .inference import MIN_SIZE, binarize, composite, inpaint, pad_symmetric, padded_size, predict
 
 __all__ = [
@@ -31,6 +31,8 @@ __all__ = [
     "LamaGenerator",
     "ModelInfo",
     "binarize",
+    "cancel",
+    "cancel_points",
     "canonicalize",
     "checks",
     "composite",
@@ -42,6 +44,7 @@ __all__ = [
     "masks",
     "mpe",
     "pad_symmetric",
+    "plan",
     "padded_size",
     "predict",
     "read_tensors",

@@ -52,7 +52,11 @@ Options = Sequence[str] | Callable[[], Sequence[str]]
 
 @dataclass(frozen=True)
 class Param:
-    """One node input. ``options`` may be a callable for lists that change (model files)."""
+    """One node input. ``options`` may be a callable for lists that change (model files).
+
+    ``advanced`` inputs are rarely changed: newer ComfyUI front ends fold them away (V3 schema
+    flag ``advanced``); V1 classes list them as ordinary inputs, in the same order.
+    """
 
     name: str
     type: str
@@ -63,23 +67,26 @@ class Param:
     step: float | None = None
     round: float | None = None
     options: Options | None = None
+    advanced: bool = False
 
     @classmethod
-    def int(cls, name: str, default: int, *, lo: int, hi: int, step: int = 1, tooltip: str) -> Param:
-        return cls(name, "INT", tooltip, default, lo, hi, step)
+    def int(cls, name: str, default: int, *, lo: int, hi: int, step: int = 1, tooltip: str,
+            advanced: bool = False) -> Param:
+        return cls(name, "INT", tooltip, default, lo, hi, step, advanced=advanced)
 
     @classmethod
     def float(cls, name: str, default: float, *, lo: float, hi: float, step: float, tooltip: str,
-              round: float | None = None) -> Param:
-        return cls(name, "FLOAT", tooltip, default, lo, hi, step, round)
+              round: float | None = None, advanced: bool = False) -> Param:
+        return cls(name, "FLOAT", tooltip, default, lo, hi, step, round, advanced=advanced)
 
     @classmethod
-    def boolean(cls, name: str, default: bool, *, tooltip: str) -> Param:
-        return cls(name, "BOOLEAN", tooltip, default)
+    def boolean(cls, name: str, default: bool, *, tooltip: str, advanced: bool = False) -> Param:
+        return cls(name, "BOOLEAN", tooltip, default, advanced=advanced)
 
     @classmethod
-    def combo(cls, name: str, options: Options, *, default: str | None = None, tooltip: str) -> Param:
-        return cls(name, "COMBO", tooltip, default, options=options)
+    def combo(cls, name: str, options: Options, *, default: str | None = None, tooltip: str,
+              advanced: bool = False) -> Param:
+        return cls(name, "COMBO", tooltip, default, options=options, advanced=advanced)
 
     @classmethod
     def socket(cls, name: str, type: str, *, tooltip: str) -> Param:
@@ -219,8 +226,20 @@ def build_v1_class(spec: NodeSpec) -> type:
     return type(spec.class_name, (), namespace)
 
 
+def _accepts_advanced(input_class: type) -> bool:
+    try:
+        return "advanced" in inspect.signature(input_class.__init__).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def _v3_input(io: Any, param: Param) -> Any:
-    common = {"tooltip": param.tooltip}
+    common: dict[str, Any] = {"tooltip": param.tooltip}
+    if param.advanced:
+        # Newer ComfyUI: Input(..., advanced=True). 0.3.64's inputs have no such keyword, but
+        # merge extra_dict into the schema, which then carries the same "advanced" flag.
+        input_class = (io.Combo if param.type == "COMBO" else _v3_type(io, param.type)).Input
+        common.update({"advanced": True} if _accepts_advanced(input_class) else {"extra_dict": {"advanced": True}})
     if param.type == "COMBO":
         return io.Combo.Input(param.name, options=param.option_list(), default=param.default, **common)
     if param.type in ("INT", "FLOAT"):
@@ -277,6 +296,8 @@ def build_node_class(spec: NodeSpec) -> type:
 
 def _object_info_input(param: Param, style: str) -> list:
     options = param.widget_options()
+    if style == "v3" and param.advanced:
+        options["advanced"] = True
     if param.type != "COMBO":
         return [param.type, options]
     if style == "v3":

@@ -270,7 +270,7 @@ def test_inpaint_then_refine(comfyui: ComfyUIServer, object_info: dict) -> None:
     graph["inpaint"] = make_node(object_info, "LamaFFC_Inpaint", model=["model", 0], image=["load", 0],
                                  mask=["prepare", 0])
     refine = {"model": ["model", 0], "image": ["inpaint", 0], "mask": ["inpaint", 1], "n_iters": 2, "min_side": 24,
-              "max_scales": max(2, refine_defaults["max_scales"])}
+              "max_scales": max(2, refine_defaults["max_scales"]), "mode": "paper"}
     graph["refine"] = make_node(object_info, "LamaFFC_Refine", **refine, crop_to_mask=False)
     # The crop (eroded hole plus 16 px) is still at least 32 px a side: two scales there too.
     graph["refine_crop"] = make_node(object_info, "LamaFFC_Refine", **refine, crop_to_mask=True, crop_margin=16)
@@ -292,7 +292,7 @@ def test_batch_of_two_with_one_mask(comfyui: ComfyUIServer, object_info: dict) -
     graph["inpaint"] = make_node(object_info, "LamaFFC_Inpaint", model=["model", 0], image=["batch", 0],
                                  mask=["prepare", 0])
     graph["refine"] = make_node(object_info, "LamaFFC_Refine", model=["model", 0], image=["inpaint", 0],
-                                mask=["prepare", 0], n_iters=1, min_side=24)
+                                mask=["prepare", 0], n_iters=1, min_side=24, mode="paper")
     for name in ("inpaint", "refine"):
         _save(object_info, graph, name, name)
     entry, seconds = comfyui.run_prompt(graph, PROMPT_TIMEOUT)

@@ -2,7 +2,10 @@
 
 ``ComfyStubs(models_dir).modules()`` returns fake modules (each with a ``__spec__``, so
 ``importlib.util.find_spec`` sees them) to put into ``sys.modules``; the stub records what the
-nodes did (loads, memory requests, progress, cache flushes) for the tests to check.
+nodes did (loads, memory requests, progress and preview images, messages shown on the node,
+cache flushes) for the tests to check. ``server`` (``PromptServer.instance.send_progress_text``)
+and ``comfy_execution.utils`` (``get_executing_context``) are there unless ``with_server`` is
+False (an old ComfyUI, or no server: messages are then only logged).
 
 Two generations of ComfyUI are mirrored where the pack must cope with both:
 
@@ -50,6 +53,16 @@ def _module(name: str, package: bool = False) -> ModuleType:
 class ProgressRecord:
     total: int
     updates: list[tuple[int, int]] = field(default_factory=list)
+    previews: list[tuple[int, Any]] = field(default_factory=list)  # (value, ("JPEG", PIL image, max size))
+
+
+@dataclass(frozen=True)
+class ExecutionContext:
+    """``comfy_execution.utils.ExecutionContext``."""
+
+    prompt_id: str
+    node_id: str
+    list_index: int | None = None
 
 
 @dataclass
@@ -71,10 +84,19 @@ class ComfyStubs:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # get_torch_device()
     # What comfy.model_management.current_loaded_models holds: weak references to patchers.
     loaded: list[weakref.ref] = field(default_factory=list)
+    total_memory: int = 24 * 2**30  # what get_total_memory answers (the CPU path reads the real RAM)
+    with_server: bool = True
+    node_id: str = "7"  # the executing node
+    texts: list[tuple[str, str]] = field(default_factory=list)  # (node id, text) sent as progress text
 
     def loaded_patchers(self) -> list[Any]:
         """The patchers ComfyUI counts as loaded and that are still alive."""
         return [patcher for ref in self.loaded if (patcher := ref()) is not None]
+
+    @property
+    def node_text(self) -> str:
+        """The text the front end would now show on the node (the latest progress text)."""
+        return self.texts[-1][1] if self.texts else ""
 
     # -- folder_paths ------------------------------------------------------------------------
 
@@ -152,6 +174,8 @@ class ComfyStubs:
             if not isinstance(err, StubOOM):
                 raise err
 
+        mm.get_total_memory = lambda dev=None, torch_total_too=False: self.total_memory
+        mm.extra_reserved_memory = lambda: 400 * 2**20
         mm.load_models_gpu, mm.free_memory, mm.soft_empty_cache = load_models_gpu, free_memory, soft_empty_cache
         mm.unload_all_models = unload_all_models
         mm.is_device_cpu = lambda device: torch.device(device).type == "cpu"
@@ -175,6 +199,8 @@ class ComfyStubs:
                 if total is not None:
                     self.record.total = total
                 self.record.updates.append((value, self.record.total))
+                if preview is not None:
+                    self.record.previews.append((value, preview))
 
         utils.ProgressBar = ProgressBar
         return utils
@@ -232,12 +258,45 @@ class ComfyStubs:
         mp.CoreModelPatcher = ModelPatcherDynamic  # what main.py does when comfy-aimdo initialises
         return mp
 
-    def modules(self) -> dict[str, ModuleType]:
+    # -- server / comfy_execution.utils ------------------------------------------------------
+
+    def _server(self) -> ModuleType:
+        server = _module("server")
+        stubs = self
+
+        class PromptServer:
+            instance = None
+            last_node_id = None
+
+            def send_progress_text(self, text, node_id, sid=None):
+                stubs.texts.append((str(node_id), text if isinstance(text, str) else text.decode()))
+
+        PromptServer.instance = PromptServer()
+        server.PromptServer = PromptServer
+        return server
+
+    def _execution_utils(self) -> tuple[ModuleType, ModuleType]:
+        package = _module("comfy_execution", package=True)
+        utils = _module("comfy_execution.utils")
+        utils.ExecutionContext = ExecutionContext
+        utils.get_executing_context = lambda: ExecutionContext("prompt-1", self.node_id)
+        package.utils = utils
+        return package, utils
+
+    def modules(self) -> dict[str, ModuleType | None]:
         comfy = _module("comfy", package=True)
         mm, utils, mp = self._model_management(), self._utils(), self._model_patcher()
         comfy.model_management, comfy.utils, comfy.model_patcher = mm, utils, mp
-        return {"folder_paths": self._folder_paths(), "comfy": comfy, "comfy.model_management": mm,
-                "comfy.utils": utils, "comfy.model_patcher": mp}
+        modules: dict[str, ModuleType | None] = {
+            "folder_paths": self._folder_paths(), "comfy": comfy, "comfy.model_management": mm,
+            "comfy.utils": utils, "comfy.model_patcher": mp}
+        if self.with_server:
+            execution, execution_utils = self._execution_utils()
+            modules.update({"server": self._server(), "comfy_execution": execution,
+                            "comfy_execution.utils": execution_utils})
+        else:
+            modules.update({"server": None, "comfy_execution": None, "comfy_execution.utils": None})
+        return modules
 
 
 def validate_like_comfyui(node_class: type, inputs: dict[str, Any]) -> list[str]:

@@ -103,15 +103,33 @@ def test_inpaint_schema(pack, comfy):
 
 def test_refine_schema(pack, comfy):
     inputs = _inputs(pack, "LamaFFC_Refine")
+    # Saved workflows store widget values by position: new inputs only ever go at the end.
     assert list(inputs) == ["model", "image", "mask", "n_iters", "lr", "min_side", "max_scales", "px_budget",
-                            "crop_to_mask", "crop_margin", "early_stop_tol", "precision", "mask_threshold"]
+                            "crop_to_mask", "crop_margin", "early_stop_tol", "precision", "mask_threshold",
+                            "mode", "max_seconds"]
     defaults = {name: options.get("default") for name, (_, options) in inputs.items()}
     assert defaults == {"model": None, "image": None, "mask": None, "n_iters": 15, "lr": 0.002, "min_side": 512,
                         "max_scales": 3, "px_budget": 1_800_000, "crop_to_mask": False, "crop_margin": 128,
-                        "early_stop_tol": 0.0, "precision": "auto", "mask_threshold": 0.0}
+                        "early_stop_tol": 0.0, "precision": "auto", "mask_threshold": 0.0, "mode": "auto",
+                        "max_seconds": 0.0}
     assert inputs["crop_to_mask"][0] == "BOOLEAN"
-    assert inputs["precision"][0] == ["auto", "fp32", "bf16"]
+    assert inputs["precision"][0] == ["auto", "fp32", "bf16"] and inputs["mode"][0] == ["paper", "auto"]
+    assert not any("advanced" in options for _, options in inputs.values())  # V1: ordinary inputs
     assert inputs["n_iters"][1]["min"] == 1 and inputs["px_budget"][1]["min"] >= 256
+
+
+def test_defaults_are_the_libraries(pack_module, comfy):
+    """One source of defaults: the node's widgets show the library's RefineSettings defaults."""
+    from refine import PRECISIONS, RefineSettings
+
+    spec = pack_module("nodes.refinement").SPEC
+    defaults = RefineSettings()
+    by_name = {p.name: p for p in spec.inputs}
+    for name in ("n_iters", "lr", "min_side", "max_scales", "px_budget", "crop_to_mask", "crop_margin", "early_stop_tol"):
+        assert by_name[name].default == getattr(defaults, name), name
+    assert by_name["precision"].options == ("auto", *PRECISIONS)
+    assert {p.name for p in spec.inputs if p.advanced} == {"lr", "min_side", "max_scales", "crop_margin",
+                                                           "early_stop_tol", "precision", "mask_threshold"}
 
 
 @pytest.mark.parametrize("style", ["v1", "v3"])
@@ -271,6 +289,9 @@ def test_v3_api_gives_an_entrypoint_and_no_mappings(import_v3_pack):
     assert by_id["n_iters"].io_type == "INT" and by_id["n_iters"].kwargs["default"] == 15
     assert by_id["precision"].kwargs["options"] == ["auto", "fp32", "bf16"]
     assert by_id["lr"].kwargs["round"] == 0.0001
+    # 0.3.64-style inputs have no advanced keyword: the flag travels in extra_dict.
+    assert by_id["lr"].kwargs["extra_dict"] == {"advanced": True}
+    assert "extra_dict" not in by_id["n_iters"].kwargs and "advanced" not in by_id["n_iters"].kwargs
     assert all(socket.kwargs["tooltip"] for socket in refine.inputs + refine.outputs)
     assert [o.kwargs["display_name"] for o in refine.outputs] == ["image", "mask"]
     mask_node = next(cls for cls in classes if cls.SPEC.node_id == "LamaFFC_PrepareMask")
@@ -280,3 +301,19 @@ def test_v3_api_gives_an_entrypoint_and_no_mappings(import_v3_pack):
     # ComfyUI reads these names to decide which inputs it leaves to the node's own check.
     loader_node = next(cls for cls in classes if cls.SPEC.node_id == "LamaFFC_LoadModel")
     assert inspect.getfullargspec(loader_node.validate_inputs).args == ["cls", "model_name"]
+
+
+def test_v3_advanced_keyword_where_the_api_has_it(pack_module, comfy):
+    spec_module = pack_module("nodes._spec")
+
+    class Int:
+        class Input:
+            def __init__(self, id, default=None, min=None, max=None, step=None, tooltip=None, advanced=None):
+                self.kwargs = {"advanced": advanced, "tooltip": tooltip}
+
+    io = ModuleType("io")
+    io.Int = Int
+    param = spec_module.Param.int("steps", 3, lo=1, hi=9, tooltip="t", advanced=True)
+    assert spec_module._v3_input(io, param).kwargs == {"advanced": True, "tooltip": "t"}
+    info = spec_module.object_info(style="v3")["LamaFFC_Refine"]["input"]["required"]
+    assert info["lr"][1]["advanced"] is True and "advanced" not in info["n_iters"][1]

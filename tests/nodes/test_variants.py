@@ -40,7 +40,7 @@ def test_lama_mpe_through_the_nodes(tmp_path, comfy, call, pack_module, random_i
 
     refined, _ = call("LamaFFC_Refine", model=lama, image=image, mask=mask, n_iters=2, lr=0.002, min_side=16,
                       max_scales=2, px_budget=1_800_000, crop_to_mask=False, crop_margin=128, early_stop_tol=0.0,
-                      precision="auto", mask_threshold=0.0)
+                      precision="auto", mask_threshold=0.0, mode="paper")
     hole = mask[..., None].expand_as(image) > 0
     assert torch.equal(refined[~hole], image[~hole])
     assert (refined - out).abs()[hole].max() > 1e-4  # refinement at 2 scales changed the fill
