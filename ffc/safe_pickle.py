@@ -1,10 +1,11 @@
-"""A restricted unpickler for ``torch.load(..., pickle_module=safe_pickle)``.
+"""A restricted unpickler: it imports nothing a file names and runs none of its code.
 
-Lightning checkpoints (``best.ckpt``) pickle callbacks and OmegaConf configs next to the weights.
-``torch.load(weights_only=True)`` refuses them and a plain ``torch.load`` would import (and run)
-pytorch_lightning / omegaconf code, or any code a malicious file names. This unpickler resolves
-only the globals needed to rebuild tensors and plain containers; every other global becomes an
-inert stub that records its arguments and never runs anything.
+Lightning checkpoints (``best.ckpt``) pickle callbacks and OmegaConf configs next to the weights,
+TorchScript archives pickle their modules as ``__torch__.*`` classes, and a malicious file can
+name ``os.system``. torch's ``weights_only`` loading refuses the first two and a plain unpickler
+would import (and run) them all. This one resolves only plain containers and a few inert torch
+value types; every other global becomes an inert stub that records what it was given and never
+runs anything. :mod:`ffc.torch_files` adds the tensor rebuilding on top.
 """
 
 from __future__ import annotations
@@ -15,27 +16,22 @@ from typing import Any
 
 import torch
 
-__all__ = ["Unpickler", "load", "Stub"]
+__all__ = ["Unpickler", "Stub"]
 
-# (module, name) -> object, resolved normally. Nothing here can execute pickled code.
+# (module, name) -> object, resolved normally. Each builds a plain value from plain values and
+# allocates no more than its arguments hold (bytearray(n) would: it is not here).
 _ALLOWED: dict[tuple[str, str], Any] = {
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("builtins", "set"): set,
     ("builtins", "frozenset"): frozenset,
     ("builtins", "slice"): slice,
     ("builtins", "complex"): complex,
-    ("builtins", "bytearray"): bytearray,
-    ("torch._utils", "_rebuild_tensor"): torch._utils._rebuild_tensor,
-    ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
-    ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
-    ("torch._utils", "_rebuild_parameter_with_state"): torch._utils._rebuild_parameter_with_state,
-    ("torch._tensor", "_rebuild_from_type_v2"): torch._tensor._rebuild_from_type_v2,
-    ("torch._tensor", "Tensor"): torch.Tensor,
-    ("torch", "Tensor"): torch.Tensor,
-    ("torch.nn.parameter", "Parameter"): torch.nn.Parameter,
     ("torch", "Size"): torch.Size,
     ("torch", "device"): torch.device,
 }
+# torch.float32 and kin pickle as ("torch", "float32"); read from the module's namespace, so a
+# name that is not a dtype never reaches torch's lazy attribute loader.
+_DTYPES: dict[str, torch.dtype] = {k: v for k, v in vars(torch).items() if isinstance(v, torch.dtype)}
 
 
 class Stub:
@@ -82,12 +78,8 @@ class Unpickler(pickle.Unpickler):
         allowed = _ALLOWED.get((module, name))
         if allowed is not None:
             return allowed
-        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
-            return getattr(torch, name)
+        if module == "torch" and name in _DTYPES:
+            return _DTYPES[name]
         self.stubbed.add(f"{module}.{name}")
         return _stub(module, name)
 
-
-def load(file: Any, **kwargs: Any) -> Any:
-    """``pickle.load`` with the restricted :class:`Unpickler` (used by torch for legacy files)."""
-    return Unpickler(file, **kwargs).load()

@@ -3,53 +3,71 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import math
+import signal
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from PIL import Image
+
 from ffc import CheckpointError, load_generator
 from ffc.strategies import STRATEGIES
+from refine import MODES as REFINE_MODES
 from refine import RefineSettings
 
 from .device import DEVICES, DTYPES, UsageError, resolve_device, resolve_dtype
 from .inpainter import MODES, Inpainter, MaskOptions, PlainOptions
-from .io import OUTPUT_FORMATS
+from .io import OUTPUT_FORMATS, InputError, prepare_output_folder, read_mask
 from .pairing import DEFAULT_MASK_SUFFIX, IMAGE_SUFFIXES, Job, pair_folder, plan_outputs, single_pair
 from .progress import ProgressReporter, Summary
 from .runner import run_batch
 
-__all__ = ["build_parser", "main", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED"]
+__all__ = ["build_parser", "main", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED", "EXIT_TERMINATED"]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 PROG = "python -m lama_cli"
 _REFINE_DEFAULTS = RefineSettings()
 _PLAIN_DEFAULTS = PlainOptions()
 # Output file extension -> --format value, for a single pair written to a named file.
-_FORMAT_OF_EXTENSION = {".png": "png", ".webp": "webp", ".jpg": "jpg", ".jpeg": "jpg"}
+_FORMAT_OF_EXTENSION = {".png": "png", ".webp": "webp", ".jpg": "jpg", ".jpeg": "jpg", ".tif": "tiff", ".tiff": "tiff"}
 
 EPILOG = f"""\
 pairing (--input-dir): a file whose name without extension ends in the mask suffix
   (default "{DEFAULT_MASK_SUFFIX}") is a mask; every other image is an input whose mask is
   <name><suffix>.<ext> in the same folder, e.g. cat.jpg + cat_mask.png (the official LaMa
-  convention). Results are written as <name>.png in the --output folder. Image extensions:
-  {", ".join(sorted(IMAGE_SUFFIXES))}.
+  convention). Results are written as <name>.png (or the --format extension) in the
+  --output folder. Image extensions: {", ".join(sorted(IMAGE_SUFFIXES))}.
 
-masks: read as grey levels (Pillow mode "L", alpha ignored); a pixel is a hole when its
-  value / 255 > --threshold (default 0: any non-black pixel). --erode then --dilate change the
-  hole with disk kernels of that diameter in px. Unmasked pixels are copied unchanged; an alpha
-  channel of the image is passed through to the output.
+masks: read as grey levels at their own precision (colour by luminance); a mask with
+  transparency counts as drawn over black (grey x alpha), so white strokes on a transparent
+  layer are the hole. A pixel is a hole when its level in [0, 1] > --threshold (default 0: any
+  non-black pixel). --erode then --dilate change the hole with disk kernels of that diameter in px.
 
-files: inputs are never overwritten; an existing output is skipped unless --overwrite.
+images: read at their own precision (8-bit, 16-bit, 32-bit float; grey, RGB, CMYK, palette)
+  and EXIF orientation. The output keeps the sample type, colour space, alpha, ICC profile and
+  EXIF (orientation set to 1) where --format can store them: png 8/16-bit grey or RGB, tiff also
+  32-bit float and CMYK, webp and jpg 8-bit. Pixels outside the hole are the input's samples,
+  unchanged when kept; everything not kept (depth reduced, CMYK or profile converted, alpha
+  dropped, EXIF rotation applied) is a warning on that file's line and in the summary.
+
+files: inputs are never overwritten; an existing output is skipped unless --overwrite. The
+  output folder is checked to be writable before the model loads; temporary files left by a
+  killed run (.<name>.<host>.<pid>.lama_cli.tmp) are removed by the next run.
 
 exit codes: 0 all files done or skipped, 1 a file or the model failed, 2 usage error,
-  130 interrupted (Ctrl-C).
+  130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
 
 examples:
   {PROG} --model big-lama.safetensors --image photo.png --mask photo_mask.png -o out/
   {PROG} --model big-lama.pt --input-dir photos/ -o results/ --mode refine --device cuda
   {PROG} --info big-lama.ckpt
+  {PROG} --model big-lama.pt --image photo.png --mask photo_mask.png --mode refine --refine-mode auto --plan
 """
 
 
@@ -75,6 +93,16 @@ def _int_at_least(minimum: int):
         return value
 
     return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive, finite number of seconds, got {text!r}")
+    return value
 
 
 def _float_in(low: float, high: float, *, include_low: bool):
@@ -103,14 +131,18 @@ def build_parser() -> argparse.ArgumentParser:
     files.add_argument("--input-dir", type=Path, metavar="DIR", help="folder of images and masks paired by name (see below)")
     files.add_argument("--mask-suffix", default=DEFAULT_MASK_SUFFIX, metavar="SUFFIX", help="mask name = image name + this suffix")
     files.add_argument("-o", "--output", type=Path, metavar="PATH",
-                       help="output folder (created if missing); with --image also a file name ending in .png/.webp/.jpg")
+                       help="output folder (created if missing); with --image also a file name ending in .png/.tif/.webp/.jpg")
     files.add_argument("--format", choices=tuple(OUTPUT_FORMATS), default=None,
-                       help="output format (default png; webp is lossless; jpg drops alpha)")
+                       help="output format (default png; tiff keeps float and CMYK; webp is lossless; jpg drops alpha)")
     files.add_argument("--overwrite", action="store_true", help="replace existing output files (never inputs)")
 
     model = parser.add_argument_group("model and device")
     model.add_argument("--model", type=Path, metavar="FILE", help="LaMa generator: .safetensors, TorchScript .pt, Lightning .ckpt or .pth")
     model.add_argument("--info", type=Path, metavar="MODEL", help="print what the loader detects in MODEL and exit")
+    model.add_argument("--plan", action="store_true",
+                       help="print what would run for each image (regions, scales, forwards, predicted time and "
+                            "memory, decisions) and exit without inpainting; --output is not needed")
+    model.add_argument("--json", action="store_true", help="with --plan: print the plans as JSON on stdout")
     model.add_argument("--mode", choices=MODES, default="plain", help="plain inference or multiscale refinement")
     model.add_argument("--device", choices=DEVICES, default="auto", help="auto: cuda if available, else mps, else cpu")
     model.add_argument("--dtype", "--precision", dest="dtype", choices=DTYPES, default="fp32",
@@ -132,6 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="context around each hole for crop_around_mask and --crop-to-mask")
 
     refine = parser.add_argument_group("refine mode")
+    refine.add_argument("--refine-mode", choices=REFINE_MODES, default=_REFINE_DEFAULTS.mode,
+                        help="paper: the settings below as given; auto: choose scales, crops and working size for "
+                             "the image and this machine (the ComfyUI node's default)")
+    refine.add_argument("--max-seconds", type=_seconds, default=None, metavar="S",
+                        help="auto: fit the predicted time into S seconds (fewer iterations, then a smaller size)")
     refine.add_argument("--n-iters", type=_int_at_least(1), default=_REFINE_DEFAULTS.n_iters, metavar="N",
                         help="forward passes per refined scale")
     refine.add_argument("--lr", type=_float_in(0.0, float("inf"), include_low=False), default=_REFINE_DEFAULTS.lr, metavar="LR",
@@ -148,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     refine.add_argument("--early-stop-tol", type=_float_in(0.0, float("inf"), include_low=True),
                         default=_REFINE_DEFAULTS.early_stop_tol, metavar="TOL", help="stop a scale when the loss improves less (0 = off)")
 
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress or summary, only errors")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress or summary, only warnings and errors")
     return parser
 
 
@@ -166,14 +203,18 @@ def _error(message: str) -> None:
 def _output_target(args: argparse.Namespace) -> tuple[Path, Path | None, str]:
     """(output folder, output file or None, format) from --output/--format."""
     output: Path = args.output
-    names_a_file = args.input_dir is None and output.suffix.lower() in IMAGE_SUFFIXES and not output.is_dir()
+    suffix = output.suffix.lower()
+    # Any image extension names a file (never a folder that would be created as "x.gif").
+    names_a_file = (suffix in IMAGE_SUFFIXES or suffix in Image.registered_extensions()) and not output.is_dir()
+    if names_a_file and args.input_dir is not None:
+        raise UsageError(f"--output {output}: with --input-dir the output is a folder; name one without an image extension")
     if not names_a_file:
         if output.exists() and not output.is_dir():
             raise UsageError(f"--output {output}: exists and is not a folder")
         return output, None, args.format or "png"
-    implied = _FORMAT_OF_EXTENSION.get(output.suffix.lower())
+    implied = _FORMAT_OF_EXTENSION.get(suffix)
     if implied is None:
-        raise UsageError(f"--output {output}: cannot write {output.suffix} files; use .png, .webp or .jpg")
+        raise UsageError(f"--output {output}: cannot write {output.suffix} files; use .png, .tif, .webp or .jpg")
     if args.format and args.format != implied:
         raise UsageError(f"--format {args.format} contradicts the output file name {output.name}")
     return output.parent, output, implied
@@ -214,12 +255,20 @@ def _refine_settings(args: argparse.Namespace) -> RefineSettings:
         n_iters=args.n_iters, lr=args.lr, min_side=args.min_side, max_scales=args.max_scales,
         n_scales=args.n_scales, px_budget=args.px_budget, crop_to_mask=args.crop_to_mask,
         crop_margin=args.crop_margin, early_stop_tol=args.early_stop_tol, precision=args.dtype,
+        mode=args.refine_mode, max_seconds=args.max_seconds,
     )
     try:
         settings.validate()
     except ValueError as err:
         raise UsageError(str(err)) from err
     return settings
+
+
+def _listing(names: tuple[str, ...], shown: int = 10) -> str:
+    if not names:
+        return "none"
+    more = f" ... and {len(names) - shown} more" if len(names) > shown else ""
+    return f"{len(names)}: " + ", ".join(names[:shown]) + more
 
 
 def show_info(path: Path) -> int:
@@ -233,10 +282,15 @@ def show_info(path: Path) -> int:
         ("file", str(path)),
         ("format", info.source_format),
         ("variant", info.variant),
+        ("variant id", info.variant_id),
+        ("refinable", "yes" if info.refinable else "no (plain inpainting only)"),
         ("parameters", f"{info.parameters:,}"),
         ("key prefix", repr(info.key_prefix)),
+        *((f"{part} prefix", repr(prefix)) for part, prefix in info.part_prefixes.items() if part != "generator"),
         ("residual blocks", str(info.config.n_blocks)),
-        ("ignored tensors", str(info.ignored_keys)),
+        ("ignored tensors", f"{info.ignored_keys} (training state: discriminator, evaluator, optimizer)"
+         if info.ignored_keys else "0"),
+        ("unused tensors", _listing(info.unused_keys)),
         ("summary", info.describe()),
     ]
     width = max(len(name) for name, _ in rows)
@@ -244,37 +298,115 @@ def show_info(path: Path) -> int:
     return EXIT_OK
 
 
+def _inpainter(args: argparse.Namespace, generator, device, dtype: str) -> Inpainter:
+    return Inpainter(
+        generator, device=device, dtype=dtype, mode=args.mode,
+        mask_options=MaskOptions(args.threshold, args.erode, args.dilate),
+        plain_options=PlainOptions(args.strategy, args.resize_limit, args.crop_margin),
+        refine_settings=_refine_settings(args),
+    )
+
+
+def show_plans(args: argparse.Namespace) -> int:
+    """``--plan``: each image's plan on stdout (``--json``: as JSON), nothing inpainted."""
+    if args.model is None:
+        raise UsageError("--plan needs --model (plans are made for a model and a device)")
+    if args.input_dir is not None:
+        if not args.input_dir.is_dir():
+            raise UsageError(f"--input-dir {args.input_dir}: not a folder")
+        jobs = pair_folder(args.input_dir, args.mask_suffix)
+    elif args.image is not None and args.mask is not None:
+        jobs = single_pair(args.image, args.mask)
+    else:
+        raise UsageError("give --image and --mask, or --input-dir")
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device, device_was_auto=args.device == "auto")
+    _refine_settings(args)  # usage errors before the model is loaded
+    try:
+        generator, _ = load_generator(args.model)
+    except CheckpointError as err:
+        _error(str(err))
+        return EXIT_FAILED
+    inpainter = _inpainter(args, generator, device, dtype)
+    plans, code = [], EXIT_OK
+    for job in jobs:
+        entry: dict = {"name": job.name}
+        try:
+            if job.problem:
+                raise InputError(job.problem)
+            made = inpainter.plan(read_mask(job.mask).values)
+            entry["plan"] = made.to_dict()
+        except (InputError, ValueError, MemoryError) as err:
+            entry["error"] = str(err)
+            code = EXIT_FAILED
+        plans.append(entry)
+        if not args.json:
+            sys.stdout.write(_plan_text(entry))
+    if args.json:
+        sys.stdout.write(json.dumps(plans, indent=2) + "\n")
+    return code
+
+
+def _plan_text(entry: dict) -> str:
+    if "error" in entry:
+        return f"{entry['name']}: cannot plan: {entry['error']}\n"
+    made = entry["plan"]
+    lines = [f"{entry['name']}: {made['summary']}"]
+    lines += [f"  {note['level']}: {note['text']}" for note in made["notes"]]
+    return "\n".join(lines) + "\n"
+
+
 def _run(args: argparse.Namespace, plan: _Plan, reporter: ProgressReporter, summary: Summary) -> int:
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device, device_was_auto=args.device == "auto")
-    settings = _refine_settings(args)
+    _refine_settings(args)
     summary.total = len(plan.jobs)
     inpainter = None
     # Nothing to load or create when every job already failed or is skipped (e.g. a finished rerun).
     if any(job.problem is None and job.skip is None for job in plan.jobs):
+        # The folder first: an unwritable one is found before the model loads, not after each image.
+        try:
+            removed = prepare_output_folder(plan.folder)
+        except OSError as err:
+            _error(f"cannot write to the output folder {plan.folder}: {err.strerror or err}")
+            return EXIT_FAILED
+        for name in removed:
+            reporter.note(f"removed {name}: a temporary file left by an interrupted run")
         try:
             generator, info = load_generator(args.model)
-            plan.folder.mkdir(parents=True, exist_ok=True)
         except CheckpointError as err:
             _error(str(err))
             return EXIT_FAILED
-        except OSError as err:
-            _error(f"cannot create the output folder {plan.folder}: {err.strerror or err}")
-            return EXIT_FAILED
         reporter.note(f"model: {info.describe()}")
         reporter.note(f"{args.mode} on {device} ({dtype})")
-        inpainter = Inpainter(
-            generator, device=device, dtype=dtype, mode=args.mode,
-            mask_options=MaskOptions(args.threshold, args.erode, args.dilate),
-            plain_options=PlainOptions(args.strategy, args.resize_limit, args.crop_margin),
-            refine_settings=settings,
-        )
+        inpainter = _inpainter(args, generator, device, dtype)
     run_batch(plan.jobs, inpainter, reporter, summary, plan.output_format)
     return EXIT_FAILED if summary.any_failed else EXIT_OK
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C so that a file being written is cleaned up."""
+
+
+def _raise_terminated(signum: int, frame) -> None:
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def _sigterm_as_exception() -> Iterator[None]:
+    # Only the main thread may set signal handlers; elsewhere (a caller's thread) SIGTERM keeps its handler.
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code (0 ok, 1 a file failed, 2 usage, 130 Ctrl-C)."""
+    """Run the command line; returns the exit code (0 ok, 1 a file failed, 2 usage, 130 Ctrl-C, 143 SIGTERM)."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -282,17 +414,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
     if args.info is not None:
         return show_info(args.info)
+    if args.json and not args.plan:
+        parser.print_usage(sys.stderr)
+        _error("--json is for --plan")
+        return EXIT_USAGE
+    if args.plan:
+        try:
+            return show_plans(args)
+        except UsageError as err:
+            parser.print_usage(sys.stderr)
+            _error(str(err))
+            return EXIT_USAGE
 
     reporter = ProgressReporter(sys.stderr, quiet=args.quiet)
     summary = Summary()
     started = time.perf_counter()
     try:
-        plan = _plan(args)
-        code = _run(args, plan, reporter, summary)
+        with _sigterm_as_exception():
+            plan = _plan(args)
+            code = _run(args, plan, reporter, summary)
     except UsageError as err:
         parser.print_usage(sys.stderr)
         _error(str(err))
         return EXIT_USAGE
+    except Terminated:
+        reporter.interrupted(summary, "Terminated (SIGTERM)")
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         reporter.interrupted(summary)
         return EXIT_INTERRUPTED

@@ -87,7 +87,7 @@ def plan_outputs(jobs: list[Job], folder: Path, output_format: str, *, overwrite
     another job; an existing output is skipped unless ``overwrite``.
     """
     protected = list(protected)
-    extension = OUTPUT_FORMATS[output_format][0]
+    extension = OUTPUT_FORMATS[output_format].extension
     claimed: dict[Path, str] = {}
     for job in jobs:
         if job.problem or job.skip or job.image is None:

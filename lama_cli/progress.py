@@ -24,6 +24,7 @@ class Outcome:
     status: str  # DONE, SKIPPED or FAILED
     detail: str = ""  # the reason (skipped, failed) or a note (done)
     seconds: float = 0.0
+    warnings: tuple[str, ...] = ()  # what the output does not keep of the input (done)
 
 
 @dataclass
@@ -58,7 +59,7 @@ def _step_text(info: dict) -> str:
 
 
 class ProgressReporter:
-    """Writes progress for a batch; ``quiet`` keeps only failures and interruptions."""
+    """Writes progress for a batch; ``quiet`` keeps only warnings, failures and interruptions."""
 
     def __init__(self, stream: TextIO, *, quiet: bool = False, live: bool | None = None) -> None:
         self.stream = stream
@@ -102,22 +103,24 @@ class ProgressReporter:
             self._pending_step = None
 
     def finish(self, outcome: Outcome, output: str | None = None) -> None:
-        """The job's result line; failures are written even when quiet."""
+        """The job's result line, then one line per warning; failures and warnings are written even when quiet."""
         if outcome.status == FAILED:
             self._pending_step = None
             self._write_line(f"{self._prefix}: FAILED: {outcome.detail}")
             return
-        if self.quiet:
-            return
-        self._flush_step()
-        if outcome.status == SKIPPED:
-            self._write_line(f"{self._prefix}: skipped: {outcome.detail}")
-            return
-        note = f" ({outcome.detail})" if outcome.detail else ""
-        self._write_line(f"{self._prefix}: done in {outcome.seconds:.2f} s -> {output}{note}")
+        if not self.quiet:
+            self._flush_step()
+            if outcome.status == SKIPPED:
+                self._write_line(f"{self._prefix}: skipped: {outcome.detail}")
+            else:
+                note = f" ({outcome.detail})" if outcome.detail else ""
+                self._write_line(f"{self._prefix}: done in {outcome.seconds:.2f} s -> {output}{note}")
+        self._pending_step = None
+        for warning in outcome.warnings:
+            self._write_line(f"{self._prefix}: warning: {warning}")
 
     def summary(self, summary: Summary, elapsed: float) -> None:
-        """Counts, time per image, and every skipped and failed file with its reason."""
+        """Counts, time per image, every warning, and every skipped and failed file with its reason."""
         if self.quiet:
             return
         done, skipped, failed = (summary.with_status(s) for s in (DONE, SKIPPED, FAILED))
@@ -125,15 +128,20 @@ class ProgressReporter:
             f"Summary: {len(done)} done, {len(skipped)} skipped, {len(failed)} failed "
             f"in {elapsed:.1f} s ({summary.seconds_per_image():.2f} s per image)"
         ]
+        warned = [(o.name, w) for o in done for w in o.warnings]
+        if warned:
+            lines.append("warnings:")
+            lines += [f"  {name}: {warning}" for name, warning in warned]
         for title, outcomes in (("skipped", skipped), ("failed", failed)):
             if outcomes:
                 lines.append(f"{title}:")
                 lines += [f"  {o.name}: {o.detail}" for o in outcomes]
         self._write_line("\n".join(lines))
 
-    def interrupted(self, summary: Summary) -> None:
+    def interrupted(self, summary: Summary, cause: str = "Interrupted") -> None:
+        """``cause``: "Interrupted" (Ctrl-C) or "Terminated (SIGTERM)"."""
         finished = len(summary.outcomes)
         self._write_line(
-            f"Interrupted after {finished} of {summary.total} files ({len(summary.with_status(DONE))} done). "
+            f"{cause} after {finished} of {summary.total} files ({len(summary.with_status(DONE))} done). "
             "Written outputs are complete; run again to continue (existing outputs are skipped)."
         )

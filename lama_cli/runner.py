@@ -1,15 +1,61 @@
-"""The batch loop: every job is read, inpainted and saved, or reported with its reason."""
+"""The batch loop: every job is read, inpainted and saved, or reported with its reason.
+
+:func:`process_file` is the whole work on one file (read -> inpaint -> write) and the unit another
+runner (a process pool, a cluster) calls; :func:`run_job` adds the per-file error handling and
+:func:`run_batch` the progress report.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
+from .conversion import compose_output, model_input, plan_output
 from .inpainter import Inpainter
 from .io import InputError, read_image, read_mask, save_image
+from .metadata import exif_for_output
 from .pairing import Job
 from .progress import DONE, FAILED, SKIPPED, Outcome, ProgressReporter, Summary
 
-__all__ = ["run_batch", "run_job"]
+__all__ = ["FileResult", "process_file", "run_batch", "run_job"]
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """What :func:`process_file` did besides writing the output."""
+
+    warnings: tuple[str, ...]  # everything the output does not keep of the input, one line each
+    note: str | None  # e.g. "empty mask, image copied unchanged"
+
+
+def process_file(image_path: Path, mask_path: Path, output_path: Path, inpainter: Inpainter, output_format: str,
+                 callback: Callable[[dict], None] | None = None) -> FileResult:
+    """Read ``image_path`` and ``mask_path``, inpaint, write ``output_path`` (atomically) in ``output_format``.
+
+    Pixels outside the hole are the input's samples, bit for bit when the output keeps the input's
+    sample type and colour space; see :func:`.conversion.plan_output` for what it keeps.
+
+    Raises:
+        InputError: an input file is missing, unreadable, unsupported, or the sizes differ.
+        ValueError, RuntimeError, MemoryError, OSError: from the core, the device or the write.
+    """
+    image = read_image(image_path)
+    mask = read_mask(mask_path)
+    if mask.image.size != image.size:
+        hint = ("; masks are matched to the image as viewers show it"
+                if image.orientation != 1 or mask.image.orientation != 1 else "")
+        raise InputError(f"mask {mask_path.name} is {mask.image.size_text()} but image {image_path.name} "
+                         f"is {image.size_text()}{hint}")
+    plan = plan_output(image, output_format)
+    fill = inpainter.fill(model_input(image), mask.values, callback=callback)
+    samples, alpha = compose_output(image, plan, fill.rgb, fill.hole)
+    written = save_image(output_path, samples, alpha, plan.space, output_format,
+                         icc_profile=plan.profile.data if plan.profile else None,
+                         exif=exif_for_output(image.exif), dpi=image.dpi)
+    warnings = [*image.warnings, *mask.warnings, *plan.warnings, *written]
+    return FileResult(tuple(warnings), fill.note)
 
 
 def _first_line(err: BaseException) -> str:
@@ -26,22 +72,13 @@ def run_job(job: Job, inpainter: Inpainter | None, reporter: ProgressReporter, o
     assert inpainter is not None, "a runnable job needs a loaded model"
     started = time.perf_counter()
     try:
-        image = read_image(job.image)
-        mask = read_mask(job.mask)
-        if mask.shape != image.size:
-            (mh, mw), (ih, iw) = mask.shape, image.size
-            raise InputError(f"mask {job.mask.name} is {mw}x{mh} px but image {job.image.name} is {iw}x{ih} px")
-        result, note = inpainter.run(image.rgb, mask, callback=reporter.refine_step)
-        kept_alpha = save_image(job.output, result, image.alpha, image.icc_profile, output_format)
+        result = process_file(job.image, job.mask, job.output, inpainter, output_format, callback=reporter.refine_step)
     except InputError as err:
         return Outcome(job.name, FAILED, str(err))
     except (ValueError, RuntimeError, MemoryError, OSError) as err:
         # Core validation, out of memory, a device error or a failed write: this file fails, the batch goes on.
         return Outcome(job.name, FAILED, f"{type(err).__name__}: {_first_line(err)}")
-    notes = [note] if note else []
-    if not kept_alpha:
-        notes.append(f"alpha channel dropped, {output_format} cannot store it")
-    return Outcome(job.name, DONE, "; ".join(notes), time.perf_counter() - started)
+    return Outcome(job.name, DONE, result.note or "", time.perf_counter() - started, result.warnings)
 
 
 def run_batch(jobs: list[Job], inpainter: Inpainter | None, reporter: ProgressReporter, summary: Summary,

@@ -36,8 +36,9 @@ def test_smoke_run_measures_every_case(tmp_path, capsys):
     for row in rows:
         assert "skipped" not in row, row
         assert row["seconds"] > 0 and row["peak_gib"] >= 0
+        if row["kind"] in ("plain", "refine"):  # the estimator's prediction beside every peak
+            assert row["estimate_bytes"] > 0 and math.isfinite(row["estimate_over_peak"])
         if row["kind"] == "refine":
-            assert row["estimate_gib"] > 0 and math.isfinite(row["estimate_over_peak"])
             assert row["seconds_per_finest_iteration"] > 0
         if row["mode"] not in ("official", "defaults"):
             reference = "defaults" if row["kind"] == "option" else "official"
@@ -46,3 +47,10 @@ def test_smoke_run_measures_every_case(tmp_path, capsys):
                 assert row[f"hole_diff_vs_{reference}"]["max"] < 1e-4, row
     table = capsys.readouterr().out
     assert table.count("\n") >= len(rows) + 2 and "ours+checkpointing" in table
+
+
+def test_time_budget_skips_the_cases_left(capsys):
+    """A spent --budget-seconds turns every later case into a skipped row (the GPU window is fixed)."""
+    results = _suite().main(["--smoke", "--threads", "1", "--budget-seconds", "0", "--options"])
+    assert results["rows"] and all(r["skipped"].startswith("time budget") for r in results["rows"])
+    assert "skipped: time budget" in capsys.readouterr().out

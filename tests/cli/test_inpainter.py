@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pytest
 import torch
 
 from lama_cli.inpainter import Inpainter, MaskOptions, hole_from_mask
@@ -13,14 +14,19 @@ from lama_cli.progress import DONE, Outcome, ProgressReporter
 CPU = torch.device("cpu")
 
 
-def _square_mask(value: int = 255) -> np.ndarray:
-    mask = np.zeros((32, 32), np.uint8)
+def _square_mask(value: float = 1.0) -> np.ndarray:
+    mask = np.zeros((32, 32), np.float32)
     mask[8:24, 8:24] = value
     return mask
 
 
+def _random_rgb(seed: int) -> np.ndarray:
+    """(32, 32, 3) float32 with 8-bit levels, as the command line gives an 8-bit file to the model."""
+    return np.random.default_rng(seed).integers(0, 256, (32, 32, 3)).astype(np.float32) / 255
+
+
 def test_threshold_then_erode_then_dilate():
-    faint = _square_mask(value=100)  # 100 / 255 = 0.39
+    faint = _square_mask(value=100 / 255)  # 0.39
 
     assert int(hole_from_mask(faint, MaskOptions(), CPU).sum()) == 16 * 16  # official: any non-zero value
     assert int(hole_from_mask(faint, MaskOptions(threshold=0.5), CPU).sum()) == 0
@@ -30,27 +36,36 @@ def test_threshold_then_erode_then_dilate():
     assert set(torch.unique(dilated).tolist()) == {0.0, 1.0}
 
 
-def test_empty_hole_copies_the_image_without_running_the_model(tiny_generator):
-    rgb = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+def test_empty_hole_returns_no_fill_without_running_the_model(tiny_generator):
     inpainter = Inpainter(tiny_generator, device=CPU, dtype="fp32", mode="plain")
     inpainter.model = None  # any use of the model would raise
 
-    result, note = inpainter.run(rgb, np.zeros((32, 32), np.uint8))
+    fill = inpainter.fill(_random_rgb(0), np.zeros((32, 32), np.float32))
 
-    assert np.array_equal(result, rgb)
-    assert note == "empty mask, image copied unchanged"
+    assert fill.rgb is None and not fill.hole.any()
+    assert fill.note == "empty mask, image copied unchanged"
 
 
 def test_bf16_plain_keeps_known_pixels_exact(tiny_generator):
-    rgb = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    rgb = _random_rgb(1)
     mask = _square_mask()
     inpainter = Inpainter(tiny_generator, device=CPU, dtype="bf16", mode="plain")
 
-    result, _ = inpainter.run(rgb, mask)
+    fill = inpainter.fill(rgb, mask)
 
     assert next(inpainter.model.parameters()).dtype == torch.bfloat16
-    assert np.array_equal(result[mask == 0], rgb[mask == 0])
-    assert not np.array_equal(result[mask > 0], rgb[mask > 0])
+    assert fill.rgb.dtype == np.float32 and np.array_equal(fill.hole, mask > 0)
+    assert np.array_equal(fill.rgb[mask == 0], rgb[mask == 0])
+    assert not np.array_equal(fill.rgb[mask > 0], rgb[mask > 0])
+
+
+def test_fill_rejects_arrays_that_are_not_float_rgb(tiny_generator):
+    inpainter = Inpainter(tiny_generator, device=CPU, dtype="fp32", mode="plain")
+
+    with pytest.raises(TypeError, match=r"rgb: expected an \(H, W, 3\) float32 array"):
+        inpainter.fill(np.zeros((32, 32, 3), np.uint8), _square_mask())
+    with pytest.raises(ValueError, match=r"mask_hw: expected \(32, 32\) to match rgb"):
+        inpainter.fill(_random_rgb(0), np.zeros((16, 32), np.float32))
 
 
 def test_terminal_progress_rewrites_one_line():

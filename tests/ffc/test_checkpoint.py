@@ -13,11 +13,11 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
-from torch import nn
 
 from ffc import CheckpointError, LamaGenerator, canonicalize, detect_format, load_generator
 from ffc.checkpoint import file_sha256
 from ffc.convert import convert, main as convert_main
+from hostile_files import GeneratorWrapper, OsSystem, trace_to
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -48,43 +48,6 @@ def test_safetensors_with_any_prefix(tmp_path, tiny_state, prefix):
     assert not generator.training
 
 
-class _GeneratorWrapper(nn.Module):
-    """What the official training module looks like to TorchScript: tensors under ``generator.``."""
-
-    def __init__(self, generator: LamaGenerator) -> None:
-        super().__init__()
-        self.generator = generator
-
-    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        predicted = self.generator(torch.cat([image * (1 - mask), mask], dim=1))
-        return mask * predicted + (1 - mask) * image
-
-
-class _JitWrapper(nn.Module):
-    """``bin/to_jit.py``'s wrapper: tensors under ``model.generator.``."""
-
-    def __init__(self, generator: LamaGenerator) -> None:
-        super().__init__()
-        self.model = _GeneratorWrapper(generator)
-
-    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.model(image, mask)
-
-
-@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
-@pytest.mark.parametrize(("wrapper", "prefix"), [(_GeneratorWrapper, "generator.model."), (_JitWrapper, "model.generator.model.")])
-def test_torchscript_layouts(tmp_path, tiny_generator, tiny_state, wrapper, prefix):
-    path = tmp_path / "big-lama.pt"
-    example = (torch.rand(1, 3, 32, 32), (torch.rand(1, 1, 32, 32) > 0.5).float())
-    with torch.no_grad():
-        traced = torch.jit.trace(wrapper(tiny_generator).eval(), example)
-    traced.save(str(path))
-    assert detect_format(str(path)) == "torchscript"
-    generator, info = load_generator(path)
-    _assert_same_tensors(generator, tiny_state)
-    assert (info.source_format, info.key_prefix) == ("torchscript", prefix)
-
-
 def _install_fake_modules(monkeypatch) -> dict[str, type]:
     """Stand-ins for pytorch_lightning / omegaconf classes, registered under their real names."""
     classes = {}
@@ -105,16 +68,6 @@ def _install_fake_modules(monkeypatch) -> dict[str, type]:
     return classes
 
 
-class _Exploit:
-    """Pickles as a call to os.system: a loader that executes pickled code would create the file."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
 def _lightning_checkpoint(path: Path, state: dict, monkeypatch, exploit_marker: Path) -> None:
     cls = _install_fake_modules(monkeypatch)
     config = cls["DictConfig"]()
@@ -132,7 +85,7 @@ def _lightning_checkpoint(path: Path, state: dict, monkeypatch, exploit_marker: 
         "hyper_parameters": config,
         "hparams_type": cls["DictConfig"],
         "hparams": hparams,
-        "exploit": _Exploit(exploit_marker),
+        "exploit": OsSystem(f"touch {exploit_marker}"),
     }
     torch.save(checkpoint, path)
     monkeypatch.undo()  # the loader must work without these modules
@@ -175,15 +128,13 @@ def _write(path: Path, data: bytes) -> Path:
     return path
 
 
-@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 @pytest.mark.parametrize("kind", ["safetensors", "torchscript", "zip-pickle", "legacy-pickle"])
 def test_truncated_files_give_clear_errors(tmp_path, tiny_state, tiny_generator, kind):
     full = tmp_path / "full"
     if kind == "safetensors":
         save_file(tiny_state, full)
     elif kind == "torchscript":
-        traced = torch.jit.trace(_GeneratorWrapper(tiny_generator).eval(), (torch.rand(1, 3, 16, 16), torch.ones(1, 1, 16, 16)))
-        traced.save(str(full))
+        trace_to(full, GeneratorWrapper(tiny_generator))
     else:
         torch.save(tiny_state, full, _use_new_zipfile_serialization=kind == "zip-pickle")
     data = full.read_bytes()
@@ -214,7 +165,8 @@ def test_missing_and_misshaped_keys_are_named(tmp_path, tiny_state):
     broken = dict(tiny_state)
     del broken["model.6.conv2.ffc.convg2g.fu.conv_layer.weight"]
     save_file(broken, tmp_path / "missing.safetensors")
-    with pytest.raises(CheckpointError, match=r"missing\.safetensors: missing generator tensor 'model\.6\.conv2\.ffc\.convg2g\.fu\.conv_layer\.weight'"):
+    with pytest.raises(CheckpointError, match=r"missing\.safetensors: looks like FFC generator \(ngf 16, 3 blocks\) but tensor "
+                       r"'model\.6\.conv2\.ffc\.convg2g\.fu\.conv_layer\.weight' is missing"):
         load_generator(tmp_path / "missing.safetensors")
 
     broken = dict(tiny_state)
@@ -225,7 +177,7 @@ def test_missing_and_misshaped_keys_are_named(tmp_path, tiny_state):
 
     extra = {**tiny_state, "model.5.conv1.ffc.convg2g.lfu.conv_layer.weight": torch.zeros(1)}
     save_file(extra, tmp_path / "lfu.safetensors")
-    with pytest.raises(CheckpointError, match="unexpected generator tensor 'model.5.conv1.ffc.convg2g.lfu"):
+    with pytest.raises(CheckpointError, match="has tensor 'model.5.conv1.ffc.convg2g.lfu.conv_layer.weight', which that network does not have"):
         load_generator(tmp_path / "lfu.safetensors")
 
 
@@ -281,3 +233,17 @@ def test_converter_runs_as_a_module(tmp_path, tiny_state):
     )
     assert result.returncode == 0, result.stderr
     assert "wrote" in result.stdout and "FFC generator (ngf 16, 3 blocks)" in result.stdout
+
+
+def test_converter_output_folder_and_file_mode(tmp_path, tiny_state, capsys):
+    source = tmp_path / "in.safetensors"
+    save_file(tiny_state, source)
+    assert convert_main([str(source), str(tmp_path / "missing" / "out.safetensors")]) == 1
+    err = capsys.readouterr().err
+    assert "output folder" in err and "does not exist; create it first" in err and "Traceback" not in err
+    old = os.umask(0o022)
+    try:
+        convert(str(source), str(tmp_path / "out.safetensors"))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out.safetensors").stat().st_mode & 0o777 == 0o644

@@ -110,13 +110,14 @@ def test_channels_last_reaches_the_model_refine_fuses(monkeypatch):
     image, mask = _image_and_hole()
     model = random_generator()
     layouts = []
-    real_fuse = api.ffc.fuse_for_inference
+    real = api._autograd_model
 
-    def spy(generator, *, channels_last=True):
-        layouts.append(channels_last)
-        return real_fuse(generator, channels_last=channels_last)
+    def spy(*args):
+        work_model = real(*args)
+        layouts.append(work_model.channels_last)
+        return work_model
 
-    monkeypatch.setattr(api.ffc, "fuse_for_inference", spy)
+    monkeypatch.setattr(api, "_autograd_model", spy)
     default, _ = refine(model, image, mask, RefineSettings(**FAST))
     nchw, _ = refine(model, image, mask, RefineSettings(**FAST, speed=SpeedOptions(channels_last="off")))
     assert layouts == [True, False]  # CPU: channels_last by default, off on request
