@@ -8,6 +8,7 @@ recording, the official loss (L1 on the known pixels + L1 of the blurred, half-s
 against the coarser result in the hole) and the backward to the features. Modes:
   official    the eager generator with frozen weights (the official cost, bin/predict.py)
   ours        the BatchNorm-folded generator with the light backward (refine()'s default)
+  ours_nchw   ours in NCHW memory format instead of channels_last (refine()'s CPU default)
   ours_bf16   ours under bf16 autocast (``precision="bf16"``; changes the numbers)
   ours_compiled  ours with the rear through ``torch.compile`` (inductor, C++ kernels; the first
               call's compilation is timed apart as ``compile_seconds``)
@@ -34,10 +35,11 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import big_lama, cpu_seconds, environment, fused, photo  # noqa: E402
 
+from ffc import fuse_for_inference  # noqa: E402
 from refine.pyramid import pyrdown  # noqa: E402
 
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
-MODES = ("official", "ours", "ours_bf16", "ours_compiled")
+MODES = ("official", "ours", "ours_nchw", "ours_bf16", "ours_compiled")
 
 
 def isa() -> list[str]:
@@ -125,7 +127,12 @@ def _category(name: str) -> str:
 def profile_mode(mode: str, size: int, iters: int) -> dict:
     device = torch.device("cpu")
     eager = big_lama()
-    model = eager.requires_grad_(False) if mode == "official" else fused(eager, device)
+    if mode == "official":
+        model = eager.requires_grad_(False)
+    elif mode == "ours_nchw":
+        model = fuse_for_inference(eager.requires_grad_(False), channels_last=False)
+    else:
+        model = fused(eager, device)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if mode == "ours_bf16" else torch.autocast("cpu", enabled=False)
     image, mask = photo(size, 0.16)
     x = torch.cat([image * (1 - mask), mask], 1)

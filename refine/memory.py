@@ -9,14 +9,20 @@ backward, gradients, the transients inside kernels (layout copies, padded buffer
 pass, masks, images and optimiser state. All of it grows with the finest scale's pixels except
 a few weight-sized transients, so the two probes give a fixed and a per-pixel term for this
 architecture, dtype and mode. Checkpointing is measured the same way, with checkpointing on, so
-its estimate is what it really costs (for the fused model it costs more than it saves; see
-:func:`refine.core.rear_segments`).
+its estimate is what it really costs (see :func:`refine.core.rear_segments`).
 
-Not counted: the model's weights, memory that libraries take outside PyTorch's allocator, and
-allocator overhead: on CPU the resident set is higher by the heap's fragmentation, on CUDA the
-caching allocator reserves more than it allocates, and cuDNN's workspaces (counted there) differ
-from oneDNN's. ``benchmarks/device_suite.py`` prints the estimate beside the measured peak of every
-case on the device it runs on.
+On the CPU the resident set is what must fit, and it is larger than the tensors: measured with
+``benchmarks/device_suite.py``-style runs on the reference machine (glibc malloc, oneDNN, MKL;
+Big-LaMa, 2 scales, n_iters 3, a fresh process), the resident-set peak was the allocator's peak
+plus 0.37 GiB at 512 x 512 (fused, eager and checkpointed alike: it does not follow the
+tensors) and plus 0.83 GiB at 1024 x 1024: heap fragmentation and library buffers that grow with
+the image, and library code and caches paged in by the first run. A CPU estimate adds that
+as ``resident_overhead`` (:data:`CPU_RESIDENT_FIXED` + :data:`CPU_RESIDENT_PER_PIXEL` per pixel,
+the line through those two measurements). On CUDA the estimate is the allocator's peak
+(``max_memory_allocated``); the caching allocator reserves more than that, and cuDNN's
+workspaces are not in a CPU twin's peak. Not counted anywhere: the model's weights.
+``benchmarks/device_suite.py`` prints the estimate beside the measured peak of every case on
+the device it runs on.
 """
 
 from __future__ import annotations
@@ -30,20 +36,37 @@ from torch import Tensor, nn
 from ._ffc import ffc
 from .core import ScaleOptions, refine_pyramid
 
-__all__ = ["MemoryEstimate", "estimate_refine_bytes", "available_bytes", "peak_tensor_bytes"]
+__all__ = ["MemoryEstimate", "estimate_refine_bytes", "available_bytes", "peak_tensor_bytes", "CPU_RESIDENT_FIXED",
+           "CPU_RESIDENT_PER_PIXEL"]
 
 # Finest-scale probe sizes (square, multiples of 8; the coarser scale is half of it). Large
 # enough that the per-pixel terms dominate the weights' transients at both.
 _PROBES = (96, 160)
 
 
+# What a CPU process's resident set needs beyond the tensors' peak (see the module docstring):
+# measured 0.37 GiB at 512 x 512 and 0.83 GiB at 1024 x 1024 (2 scales, n_iters 3).
+CPU_RESIDENT_FIXED = int(0.217 * 2**30)
+CPU_RESIDENT_PER_PIXEL = 628.0
+
+
 @dataclass(frozen=True)
 class MemoryEstimate:
-    """Bytes needed to optimise one scale of ``height`` x ``width`` (weights not included)."""
+    """Bytes needed to optimise one scale of ``height`` x ``width`` (weights not included).
+
+    ``total = fixed + per_pixel * pixels + resident_overhead``; the first two are the tensors'
+    peak (the allocator's), the last what a CPU process's resident set needs on top (0 on GPUs).
+    """
 
     total: int
-    per_pixel: float  # bytes per pixel of the finest scale
-    fixed: int  # what does not grow with the image (weight-sized transients, weight gradients)
+    per_pixel: float  # tensor bytes per pixel of the finest scale
+    fixed: int  # tensor bytes that do not grow with the image (weight-sized transients, weight gradients)
+    resident_overhead: int = 0  # CPU only: heap fragmentation, library buffers and code
+
+    @property
+    def tensor_bytes(self) -> int:
+        """The allocator's peak: what ``max_memory_allocated`` reports on CUDA."""
+        return self.total - self.resident_overhead
 
     def gib(self) -> float:
         return self.total / 2**30
@@ -118,15 +141,22 @@ def estimate_refine_bytes(
     checkpoint_rear: bool = False,
     autocast_dtype: torch.dtype | None = None,
     dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
 ) -> MemoryEstimate:
     """Estimate the peak bytes to optimise one padded scale of ``height`` x ``width``.
 
     ``model`` only names the architecture (its type, config, memory format, whether its weights
     require grad, and its weight dtype, or ``dtype`` when given); the measurement runs once per
-    such kind on a CPU twin (about a second for Big-LaMa), so any device and state is fine.
+    such kind on a CPU twin (a few seconds for Big-LaMa on 2 cores), so any device and state is
+    fine. ``device`` is where the refinement will run (default: the model's); on the CPU the
+    estimate includes the resident set's overhead beyond the tensors.
     """
     per_pixel, fixed = _profile(model, autocast_dtype, dtype, checkpoint_rear)
-    return MemoryEstimate(total=int(fixed + per_pixel * height * width), per_pixel=per_pixel, fixed=int(fixed))
+    pixels = height * width
+    target = torch.device(device) if device is not None else next(model.parameters()).device
+    overhead = int(CPU_RESIDENT_FIXED + CPU_RESIDENT_PER_PIXEL * pixels) if target.type == "cpu" else 0
+    return MemoryEstimate(total=int(fixed + per_pixel * pixels) + overhead, per_pixel=per_pixel, fixed=int(fixed),
+                          resident_overhead=overhead)
 
 
 def available_bytes(device: torch.device) -> int | None:

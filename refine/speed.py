@@ -34,9 +34,14 @@ option                    default  effect
                                    shapes. Numbers: fused kernels round differently (~1e-7).
 ========================  =======  ==========================================================
 
-bf16 autocast is ``RefineSettings.precision`` and stays there. On a CPU or MPS device the CUDA
-flags are left alone (they would do nothing), so CPU runs ignore ``cudnn_benchmark`` and
-``tf32`` cleanly; ``channels_last`` and ``compile`` apply on every device.
+bf16 autocast is ``RefineSettings.precision`` and stays there (convolution inputs rounded to 8
+mantissa bits, ~4e-3 relative each, FFTs in float32: outside the fixtures' tolerances, so
+opt-in; the suite's bf16 rows show its effect against the official fp32 cost). On a
+CPU or MPS device the CUDA flags are left alone (they would do nothing): ``cudnn_benchmark`` and
+``tf32`` are ignored there, and the plan says so in an info note (shown on the node).
+``channels_last`` and ``compile`` apply on every device. The numerical effects above are what
+the arithmetic implies; ``benchmarks/device_suite.py`` measures each option's largest hole-pixel
+change against the defaults on the device it runs on (no GPU has run it yet).
 """
 
 from __future__ import annotations
@@ -62,6 +67,10 @@ class SpeedOptions:
     tf32: bool = False
     channels_last: str = "auto"
     compile: str = "off"
+
+    def cuda_only_set(self) -> list[str]:
+        """The names of the CUDA-only options switched on (other devices ignore them)."""
+        return [name for name in ("cudnn_benchmark", "tf32") if getattr(self, name)]
 
     def channels_last_for(self, device: torch.device) -> bool:
         """Whether a model fused for ``device`` is converted to channels_last."""

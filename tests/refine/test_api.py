@@ -198,13 +198,13 @@ def test_fused_model_needs_less_memory(small_generator):
     """Frozen convolutions, shape-only padding and sign-mask ReLUs keep far less for backward."""
     plain = estimate_refine_bytes(small_generator, 256, 256)
     fused = estimate_refine_bytes(fuse_for_inference(small_generator), 256, 256)
-    assert fused.total < 0.6 * plain.total  # Big-LaMa: ~0.15 (benchmarks/device_suite.py)
+    assert fused.tensor_bytes < 0.6 * plain.tensor_bytes  # Big-LaMa: ~0.15 (benchmarks/device_suite.py)
 
 
 def test_memory_estimate_is_linear_and_checkpointing_saves(small_generator):
     small = estimate_refine_bytes(small_generator, 128, 128)
     large = estimate_refine_bytes(small_generator, 256, 256)
-    assert 3.5 < large.total / small.total < 4.5
+    assert 3.5 < large.tensor_bytes / small.tensor_bytes < 4.5
     assert estimate_refine_bytes(small_generator, 256, 256, checkpoint_rear=True).total < large.total
     assert available_bytes(torch.device("cpu")) > 0
 

@@ -35,15 +35,26 @@ def test_estimate_is_the_measured_peak(kind, checkpoint_rear):
     size = 224  # not a probe size
     estimate = estimate_refine_bytes(model, size, size, checkpoint_rear=checkpoint_rear)
     measured = _measured_peak(model, size, checkpoint_rear)
-    assert abs(estimate.total - measured) <= 0.1 * measured, (estimate.total, measured)
+    assert abs(estimate.tensor_bytes - measured) <= 0.1 * measured, (estimate.tensor_bytes, measured)
 
 
 def test_estimate_grows_with_the_pixels():
     model = _models()["fused"]
     small = estimate_refine_bytes(model, 128, 128)
     large = estimate_refine_bytes(model, 256, 256)
-    assert large.total == pytest.approx(small.fixed + 4 * (small.total - small.fixed), rel=1e-6)
-    assert large.per_pixel > 0 and 3.5 < large.total / small.total <= 4.0
+    assert large.tensor_bytes == pytest.approx(small.fixed + 4 * (small.tensor_bytes - small.fixed), rel=1e-6)
+    assert large.per_pixel > 0 and 3.5 < large.tensor_bytes / small.tensor_bytes <= 4.0
+
+
+def test_cpu_estimates_add_the_resident_sets_overhead():
+    """On the CPU the resident set must fit (measured: +0.37 GiB at 512 px, +0.83 GiB at 1024 px)."""
+    model = _models()["fused"]
+    cpu = estimate_refine_bytes(model, 512, 512)  # the model's device
+    gpu = estimate_refine_bytes(model, 512, 512, device="cuda")  # a device name only: nothing runs there
+    assert gpu.resident_overhead == 0 and gpu.total == gpu.tensor_bytes == cpu.tensor_bytes
+    assert cpu.total - cpu.tensor_bytes == cpu.resident_overhead
+    assert cpu.resident_overhead / 2**30 == pytest.approx(0.37, abs=0.01)
+    assert estimate_refine_bytes(model, 1024, 1024).resident_overhead / 2**30 == pytest.approx(0.83, abs=0.01)
 
 
 def test_weight_gradients_are_counted():
@@ -52,7 +63,7 @@ def test_weight_gradients_are_counted():
     trainable = estimate_refine_bytes(eager.requires_grad_(True), 128, 128)
     weights = sum(p.numel() * p.element_size() for p in eager.parameters())
     assert trainable.fixed >= weights  # every weight gets a gradient, whatever the image size
-    assert trainable.total > frozen.total
+    assert trainable.tensor_bytes > frozen.tensor_bytes
 
 
 @pytest.mark.parametrize("kind", ["eager", "fused"])

@@ -15,7 +15,7 @@ import refine.api as api
 import refine.speed as speed
 from ffc import fuse_for_inference
 from lama_testing import random_generator
-from refine import RefineSettings, ScaleOptions, SpeedOptions, refine, refine_pyramid
+from refine import RefineSettings, ScaleOptions, SpeedOptions, plan, refine, refine_pyramid
 from refine.speed import CompiledRear, backend_flags, compile_rear, validate_speed
 
 FAST = dict(n_iters=3, min_side=32, checkpointing="off")
@@ -104,6 +104,9 @@ def test_cpu_runs_leave_the_flags_alone_and_ignore_cuda_options(saved_flags):
     assert seen and all(flags == before for flags in seen)
     assert speed._read_flags() == before
     assert torch.equal(result, reference)  # ignored: the very same computation
+    notes = [note.text for note in plan(model, image, mask, cuda_only).notes]
+    assert "speed: cudnn_benchmark, tf32 only act on CUDA; ignored on cpu" in notes
+    assert not any(text.startswith("speed:") for text in (n.text for n in plan(model, image, mask, RefineSettings(**FAST)).notes))
 
 
 def test_channels_last_reaches_the_model_refine_fuses(monkeypatch):
