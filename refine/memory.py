@@ -11,14 +11,22 @@ a few weight-sized transients, so the two probes give a fixed and a per-pixel te
 architecture, dtype and mode. Checkpointing is measured the same way, with checkpointing on, so
 its estimate is what it really costs (see :func:`refine.core.rear_segments`).
 
-On the CPU the resident set is what must fit, and it is larger than the tensors: measured with
-``benchmarks/device_suite.py``-style runs on the reference machine (glibc malloc, oneDNN, MKL;
-Big-LaMa, 2 scales, n_iters 3, a fresh process), the resident-set peak was the allocator's peak
-plus 0.37 GiB at 512 x 512 (fused, eager and checkpointed alike: it does not follow the
-tensors) and plus 0.83 GiB at 1024 x 1024: heap fragmentation and library buffers that grow with
-the image, and library code and caches paged in by the first run. A CPU estimate adds that
-as ``resident_overhead`` (:data:`CPU_RESIDENT_FIXED` + :data:`CPU_RESIDENT_PER_PIXEL` per pixel,
-the line through those two measurements). On CUDA the estimate is the allocator's peak
+On the CPU the resident set is what must fit, and it is larger than the tensors, by an amount
+that depends on the process's history. Most of it is glibc's heap: its dynamic mmap threshold
+rises to 32 MiB after the first large free, so later blocks below that come from the heap, which
+fragments and does not shrink during the run (at 512 px, fused, fresh process: 0.72 GiB resident
+with the default, 0.43 GiB with ``MALLOC_MMAP_THRESHOLD_=1048576`` in the environment but 1.9x
+the time, every block then being fresh zeroed pages; with 131072: 0.42 GiB, 1.4x the time); the
+rest is library code and caches paged in by the first run. Measured on the reference machine
+(Big-LaMa, 2 scales, n_iters 3): in a fresh process that runs nothing else first, +0.37 GiB at
+512 x 512 and +0.83 GiB at 1024 x 1024 over the tensors' peak, whatever the mode; in a process
+that has already run other work (``benchmarks/device_suite.py``: the official cost first, and our
+own plan's probes, as every ``refine()`` call has), +1.68 GiB for the fused model and +1.79 GiB
+checkpointed at 1024 x 1024 (+0.89 GiB for the eager model). A long-lived host (ComfyUI) is the
+second case, and an estimate that is too low is an out-of-memory error, so a CPU estimate adds
+``resident_overhead`` = :data:`CPU_RESIDENT_FIXED` + :data:`CPU_RESIDENT_PER_PIXEL` per pixel,
+fitted to that case: the fresh-process peaks are then 30-40 % below the estimate (fused), the
+eager one 11 % below. On CUDA the estimate is the allocator's peak
 (``max_memory_allocated``); the caching allocator reserves more than that, and cuDNN's
 workspaces are not in a CPU twin's peak. Not counted anywhere: the model's weights.
 ``benchmarks/device_suite.py`` prints the estimate beside the measured peak of every case on
@@ -45,9 +53,10 @@ _PROBES = (96, 160)
 
 
 # What a CPU process's resident set needs beyond the tensors' peak (see the module docstring):
-# measured 0.37 GiB at 512 x 512 and 0.83 GiB at 1024 x 1024 (2 scales, n_iters 3).
+# the fixed part from fresh processes (0.37 GiB at 512 px, 0.83 GiB at 1024 px), the per-pixel
+# part so that the fused model's 1024 px peak in a process with a history (+1.68 GiB) is met.
 CPU_RESIDENT_FIXED = int(0.217 * 2**30)
-CPU_RESIDENT_PER_PIXEL = 628.0
+CPU_RESIDENT_PER_PIXEL = 1498.0
 
 
 @dataclass(frozen=True)
@@ -61,7 +70,7 @@ class MemoryEstimate:
     total: int
     per_pixel: float  # tensor bytes per pixel of the finest scale
     fixed: int  # tensor bytes that do not grow with the image (weight-sized transients, weight gradients)
-    resident_overhead: int = 0  # CPU only: heap fragmentation, library buffers and code
+    resident_overhead: int = 0  # CPU only: heap fragmentation, library code and caches
 
     @property
     def tensor_bytes(self) -> int:

@@ -47,14 +47,14 @@ def test_estimate_grows_with_the_pixels():
 
 
 def test_cpu_estimates_add_the_resident_sets_overhead():
-    """On the CPU the resident set must fit (measured: +0.37 GiB at 512 px, +0.83 GiB at 1024 px)."""
+    """On the CPU the resident set must fit: measured +1.68 GiB over the tensors at 1024 px (fused)."""
     model = _models()["fused"]
     cpu = estimate_refine_bytes(model, 512, 512)  # the model's device
     gpu = estimate_refine_bytes(model, 512, 512, device="cuda")  # a device name only: nothing runs there
     assert gpu.resident_overhead == 0 and gpu.total == gpu.tensor_bytes == cpu.tensor_bytes
     assert cpu.total - cpu.tensor_bytes == cpu.resident_overhead
-    assert cpu.resident_overhead / 2**30 == pytest.approx(0.37, abs=0.01)
-    assert estimate_refine_bytes(model, 1024, 1024).resident_overhead / 2**30 == pytest.approx(0.83, abs=0.01)
+    assert cpu.resident_overhead / 2**30 == pytest.approx(0.58, abs=0.01)
+    assert estimate_refine_bytes(model, 1024, 1024).resident_overhead / 2**30 == pytest.approx(1.68, abs=0.01)
 
 
 def test_weight_gradients_are_counted():
