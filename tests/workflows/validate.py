@@ -65,7 +65,7 @@ def load_schemas(core: Path = CORE_OBJECT_INFO, style: str = "v1") -> dict[str, 
     ``style`` picks the pack's combo layout: v1 ``[[options], {...}]`` or v3 ``["COMBO",
     {"options": [...]}]``. The pack's own export wins over entries ``core`` may have for it.
     """
-    from nodes.standalone import import_pack_module  # the repository root is on sys.path
+    from pack_import import import_pack_module  # tests/ is on sys.path
 
     schemas = json.loads(Path(core).read_text(encoding="utf-8"))
     schemas.update(import_pack_module("nodes._spec").object_info(style=style))
