@@ -24,10 +24,13 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # scripts run as `python benchmarks/x.py` from anywhere
-    sys.path.insert(0, str(ROOT))
+if str(ROOT / "tests") not in sys.path:  # scripts run as `python benchmarks/x.py` from anywhere
+    sys.path.insert(0, str(ROOT / "tests"))
+from pack_import import import_pack  # noqa: E402
 
-from ffc import BIG_LAMA, LamaConfig, LamaGenerator  # noqa: E402
+import_pack()  # this checkout as lama_multiscale_refine (not what pip install -e points to)
+
+from lama_multiscale_refine.ffc import BIG_LAMA, LamaConfig, LamaGenerator  # noqa: E402
 
 
 def big_lama(config: LamaConfig = BIG_LAMA, seed: int = 0) -> LamaGenerator:
@@ -173,7 +176,7 @@ def gib(n: float, digits: int = 2) -> float:
 
 def fused(model: LamaGenerator, device: torch.device) -> torch.nn.Module:
     """The model our nodes and ``refine()`` run: BatchNorm folded once at load, weights frozen."""
-    from ffc import fuse_for_inference
+    from lama_multiscale_refine.ffc import fuse_for_inference
 
     return fuse_for_inference(model.requires_grad_(False), channels_last=device.type == "cpu")
 
@@ -189,8 +192,8 @@ def official_refine(model: LamaGenerator, image: torch.Tensor, mask: torch.Tenso
     last forward too, although no gradient of those is used. Paper settings otherwise (lr 0.002,
     max_scales 3, ``min_side`` 512 unless given). Returns ``(result, scale reports)`` at the working size.
     """
-    from refine import RefineSettings, ScaleOptions, plan_scales, refine_pyramid
-    from refine.pyramid import MASK_EPS, resize_to_budget
+    from lama_multiscale_refine.refine import RefineSettings, ScaleOptions, plan_scales, refine_pyramid
+    from lama_multiscale_refine.refine.pyramid import MASK_EPS, resize_to_budget
 
     settings = RefineSettings(n_iters=n_iters, px_budget=px_budget, min_side=min_side)
     n_scales = plan_scales(*image.shape[-2:], settings)

@@ -59,10 +59,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Measure, big_lama, device_from, environment, fused, gib, official_refine, photo, sync  # noqa: E402
 
-from ffc import LamaConfig, inpaint, padded_size  # noqa: E402
-from ffc.plan import inference_bytes  # noqa: E402
-from refine import RefineSettings, SpeedOptions, available_bytes, budget_size, estimate_refine_bytes, refine  # noqa: E402
-from refine import plan as make_plan  # noqa: E402
+from lama_multiscale_refine.ffc import LamaConfig, inpaint, padded_size  # noqa: E402
+from lama_multiscale_refine.ffc.plan import inference_bytes  # noqa: E402
+from lama_multiscale_refine.refine import RefineSettings, SpeedOptions, available_bytes, budget_size, estimate_refine_bytes, refine  # noqa: E402
+from lama_multiscale_refine.refine import plan as make_plan  # noqa: E402
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 HOLE = 0.16  # a thick square hole in the middle, 16 % of the image

@@ -35,8 +35,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import big_lama, cpu_seconds, environment, fused, photo  # noqa: E402
 
-from ffc import fuse_for_inference  # noqa: E402
-from refine.pyramid import pyrdown  # noqa: E402
+from lama_multiscale_refine.ffc import fuse_for_inference  # noqa: E402
+from lama_multiscale_refine.refine.pyramid import pyrdown  # noqa: E402
 
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
 MODES = ("official", "ours", "ours_nchw", "ours_bf16", "ours_compiled")

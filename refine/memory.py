@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ._ffc import ffc
+from .. import ffc
 from .core import ScaleOptions, refine_pyramid
 
 __all__ = ["MemoryEstimate", "estimate_refine_bytes", "available_bytes", "peak_tensor_bytes", "CPU_RESIDENT_FIXED",

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ffc import fuse_for_inference, inpaint, pad_symmetric, predict, binarize
+from lama_multiscale_refine.ffc import fuse_for_inference, inpaint, pad_symmetric, predict, binarize
 from lama_testing import hwc, image_from_case, random_generator
 
 
@@ -69,7 +69,7 @@ def test_fast_path_requires_eval_mode(tiny_generator):
 @pytest.mark.parametrize(("height", "width"), [(8, 8), (7, 9), (6, 5), (1, 4)])
 def test_shape_only_fft_has_autograds_gradient(height, width):
     """The real FFT that keeps no input for backward gives ATen's gradient (odd and even sizes)."""
-    from ffc.fast import _RealFFT2
+    from lama_multiscale_refine.ffc.fast import _RealFFT2
 
     x = torch.randn(2, height, width, 3, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(_RealFFT2.apply, (x,))
@@ -81,7 +81,7 @@ def test_shape_only_fft_has_autograds_gradient(height, width):
 
 @pytest.mark.parametrize("padding", [(1, 1, 1, 1), (3, 3, 3, 3), (0, 2, 1, 0)])
 def test_channels_last_reflect_pad_backward_matches_aten(padding):
-    from ffc.fast import reflect_pad
+    from lama_multiscale_refine.ffc.fast import reflect_pad
 
     x = torch.randn(2, 5, 7, 9, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
     grads = []

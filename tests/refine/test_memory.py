@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ffc import fuse_for_inference
+from lama_multiscale_refine.ffc import fuse_for_inference
 from lama_testing import random_generator
-from refine import ScaleOptions, estimate_refine_bytes, refine_pyramid
-from refine.core import rear_segments
-from refine.memory import peak_tensor_bytes
+from lama_multiscale_refine.refine import ScaleOptions, estimate_refine_bytes, refine_pyramid
+from lama_multiscale_refine.refine.core import rear_segments
+from lama_multiscale_refine.refine.memory import peak_tensor_bytes
 
 
 def _measured_peak(model, size: int, checkpoint_rear: bool = False) -> int:

@@ -11,12 +11,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-import refine.api as api
-import refine.speed as speed
-from ffc import fuse_for_inference
+import lama_multiscale_refine.refine.api as api
+import lama_multiscale_refine.refine.speed as speed
+from lama_multiscale_refine.ffc import fuse_for_inference
 from lama_testing import random_generator
-from refine import RefineSettings, ScaleOptions, SpeedOptions, plan, refine, refine_pyramid
-from refine.speed import CompiledRear, backend_flags, compile_rear, validate_speed
+from lama_multiscale_refine.refine import RefineSettings, ScaleOptions, SpeedOptions, plan, refine, refine_pyramid
+from lama_multiscale_refine.refine.speed import CompiledRear, backend_flags, compile_rear, validate_speed
 
 FAST = dict(n_iters=3, min_side=32, checkpointing="off")
 CUDA = torch.device("cuda")  # a device object only: nothing runs on it
