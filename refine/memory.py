@@ -156,7 +156,7 @@ def estimate_refine_bytes(
 
     ``model`` only names the architecture (its type, config, memory format, whether its weights
     require grad, and its weight dtype, or ``dtype`` when given); the measurement runs once per
-    such kind on a CPU twin (a few seconds for Big-LaMa on 2 cores), so any device and state is
+    such kind on a CPU twin (Big-LaMa on a 2-core CPU: 4 to 30 s per kind), so any device and state is
     fine. ``device`` is where the refinement will run (default: the model's); on the CPU the
     estimate includes the resident set's overhead beyond the tensors.
     """
