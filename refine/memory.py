@@ -39,7 +39,7 @@ import os
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from .. import ffc
 from .core import ScaleOptions, refine_pyramid
