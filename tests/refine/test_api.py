@@ -226,8 +226,10 @@ def test_low_memory_turns_on_checkpointing_then_lowers_the_budget(monkeypatch, c
     # Not even checkpointed: the working size goes down (never below 256 x 256 px).
     image, mask = _image_and_hole(320, 320, box=(100, 200, 100, 200))
     fused = fuse_for_inference(small_generator)  # what refine() optimises by default
-    big = estimate_refine_bytes(fused, 320, 320)
-    monkeypatch.setattr(planner, "available_bytes", lambda device: int(big.total * 0.8 / RefineSettings().memory_fraction))
+    # Room for a 272 x 272 checkpointed scale only (a CPU estimate has a fixed resident part too).
+    room = estimate_refine_bytes(fused, 272, 272, checkpoint_rear=True)
+    assert room.total < estimate_refine_bytes(fused, 320, 320, checkpoint_rear=True).total
+    monkeypatch.setattr(planner, "available_bytes", lambda device: int(room.total / RefineSettings().memory_fraction))
     with caplog.at_level(logging.WARNING):
         result, reports = refine(small_generator, image, mask, RefineSettings(n_iters=2, min_side=64))
     assert "lowering the pixel budget" in caplog.text
