@@ -19,7 +19,7 @@ import pytest
 from nodes.standalone import import_pack
 
 REPO = Path(__file__).resolve().parents[2]
-NODE_IDS = ["LamaFFC_LoadModel", "LamaFFC_PrepareMask", "LamaFFC_Inpaint", "LamaFFC_Refine"]
+NODE_IDS = ["LamaFFC_LoadModel", "LamaFFC_PrepareMask", "LamaFFC_Inpaint", "LamaFFC_Refine", "LamaFFC_RemoveObject"]
 REAL_OBJECT_INFO = REPO.parent / "shared" / "comfyui" / "object_info-0.3.64.json"
 
 
@@ -31,6 +31,7 @@ def test_registers_v1_classes_without_v3_api(pack):
         "LamaFFC_PrepareMask": "LaMa Mask Preprocess",
         "LamaFFC_Inpaint": "LaMa Inpaint",
         "LamaFFC_Refine": "LaMa Multiscale Refine",
+        "LamaFFC_RemoveObject": "LaMa Remove Object",
     }
 
 
