@@ -16,7 +16,11 @@ there is no transformation. So:
 * every input of our node is listed: inputs missing from an API prompt would fail validation
   (``set_value`` our default where nothing else applies), and an old input that is copied must be
   a required one, since the server indexes ``inputs[old_id]`` directly;
-* every old output is mapped (an unlisted output loses its links in the front end).
+* every old output is mapped (an unlisted output loses its links in the front end), except on a
+  node whose outputs feed another replaced node: the server re-indexes a replaced node's output
+  links through the consumer's *old* input name, which is gone (KeyError) when the consumer was
+  replaced first (the order is a set's); identical indices need no re-indexing, so such a node
+  (fplu's loader) has no output mapping, and the newer front end keeps its links by slot.
 
 0.3.x (no ``node_replacement`` on the API, no ``NodeReplace`` in ``io``, ``on_load`` never called)
 registers nothing and raises nothing.
@@ -55,7 +59,8 @@ class Replacement:
     old_widget_ids: tuple[str, ...]  # the old node's widgets, in saved-workflow order
     copied: dict[str, str]
     values: dict[str, Any] = field(default_factory=dict)
-    outputs: tuple[tuple[int, int], ...] = ((0, 0),)  # (old index, our index)
+    # (old index, our index); None = no output mapping (the links keep their indices).
+    outputs: tuple[tuple[int, int], ...] | None = ((0, 0),)
     notes: str = ""  # what does not carry over, for the README and the tests
 
     def __post_init__(self) -> None:
@@ -77,7 +82,9 @@ class Replacement:
                 mapping.append({"new_id": param.name, "set_value": self.values.get(param.name, param.default)})
         return mapping
 
-    def output_mapping(self) -> list[dict[str, int]]:
+    def output_mapping(self) -> list[dict[str, int]] | None:
+        if self.outputs is None:
+            return None
         return [{"new_idx": new, "old_idx": old} for old, new in self.outputs]
 
     def as_dict(self) -> dict[str, Any]:
@@ -104,6 +111,7 @@ REPLACEMENTS: tuple[Replacement, ...] = (
         old_widget_ids=("model_name",),
         copied={"model_name": "model_name"},
         values={"dtype": "fp32"},  # fplu refines in fp32
+        outputs=None,  # it feeds the replaced refiner (see the module docstring)
     ),
     Replacement(
         old_node_id="INPAINT_InpaintWithLaMaRefinerModel",
