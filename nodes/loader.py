@@ -26,6 +26,7 @@ import importlib.util
 import logging
 import os
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -347,10 +348,10 @@ def run(model_name: str, dtype: str = "auto") -> tuple[LamaModel]:
     return (load(model_name, dtype),)
 
 
-def fingerprint(model_name: str, dtype: str = "auto") -> tuple:
-    """Changes when the file is replaced, so ComfyUI re-runs the loader."""
+def fingerprint(model_name: str, dtype: str = "auto", *, resolve: Callable[[str], str] = resolve_model_path) -> tuple:
+    """Changes when the file is replaced, so ComfyUI re-runs the node (``resolve``: name -> path)."""
     try:
-        return ModelCache.key(resolve_model_path(model_name), dtype)
+        return ModelCache.key(resolve(model_name), dtype)
     except (OSError, ValueError):
         return (model_name, dtype)  # let run() report the problem
 

@@ -164,10 +164,7 @@ def run(model_name: str, image: Tensor, mask: Tensor, method: str = "auto", inve
 
 def fingerprint(model_name: str, dtype: str = "auto", **_inputs: Any) -> tuple:
     """Changes when the model file is replaced, so ComfyUI runs the node again."""
-    try:
-        return loader.ModelCache.key(resolve_model_name(model_name), dtype)
-    except (OSError, ValueError):
-        return (model_name, dtype)  # let run() report the problem
+    return loader.fingerprint(model_name, dtype, resolve=resolve_model_name)
 
 
 SPEC = NodeSpec(

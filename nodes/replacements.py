@@ -155,7 +155,7 @@ REPLACEMENTS: tuple[Replacement, ...] = (
     ),
     # Layer-norm/comfyui-lama-remover nodes/remover.py (2f61414): Big-LaMa from its own ckpts folder; the
     # mask is blurred by gaussblur_radius and thresholded at mask_threshold/255 (inverted), which grows the
-    # hole by about the blur radius.
+    # hole by about twice the blur radius.
     Replacement(
         old_node_id="LamaRemover",
         pack="Layer-norm/comfyui-lama-remover",

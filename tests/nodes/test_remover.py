@@ -177,3 +177,11 @@ def test_cancel_stops_it(call, comfy, lama, random_image):
 def test_bad_inputs_are_named(call, comfy, lama, random_image, options, text):
     with pytest.raises(ValueError, match=text.replace("(", r"\(").replace(")", r"\)")):
         _remove(call, random_image(1, H, W), _square(1, H, W, 8, 10, 30), **options)
+
+
+def test_fingerprint_follows_the_file_the_name_resolves_to(pack, comfy):
+    cls = pack.NODE_CLASS_MAPPINGS["LamaFFC_RemoveObject"]
+    legacy = cls.IS_CHANGED(model_name="lama", dtype="auto", image=None, mask=None)
+    assert legacy == pack.NODE_CLASS_MAPPINGS["LamaFFC_LoadModel"].IS_CHANGED(model_name="inpaint/sub/big-lama.pt",
+                                                                             dtype="auto")
+    assert cls.IS_CHANGED(model_name="zits", dtype="auto") == ("zits", "auto")
