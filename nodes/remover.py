@@ -31,7 +31,17 @@ from torch import Tensor
 
 from ..refine import RefinePlan
 from . import inpaint, loader, masks, refinement
-from ._common import check_interrupt, comfy, inpaint_inputs, interrupted, mask_b1hw, mask_to_comfy, unchanged_outputs
+from ._common import (
+    InpaintInputs,
+    check_interrupt,
+    comfy,
+    inpaint_inputs,
+    interrupted,
+    mask_for_image,
+    mask_to_comfy,
+    split_image,
+    unchanged_outputs,
+)
 from ._spec import NodeSpec, Out, Param
 from ._ui import node_message
 from .loader import LamaModel
@@ -101,9 +111,15 @@ def grow_to_operation(grow: int) -> tuple[str, int]:
     return ("dilate" if grow > 0 else "erode"), 2 * abs(grow) + 1
 
 
-def prepared_mask(mask: object, invert_mask: bool, threshold: float, grow: int, feather: float) -> Tensor:
-    """The MASK input made into the hole LaMa fills, (B, 1, H, W) in [0, 1]; warnings on the node."""
-    source = mask_b1hw(mask)
+def prepared_mask(mask: object, image: object, invert_mask: bool, threshold: float, grow: int,
+                  feather: float) -> Tensor:
+    """The MASK input made into the hole LaMa fills, (B, 1, H, W) in [0, 1] at the image's size.
+
+    A mask of another size is resized to the image first (with the usual warning), so that
+    ``mask_grow`` and ``mask_feather`` are in the image's pixels. Warnings go to the node.
+    """
+    rgb, _ = split_image(image)
+    source = mask_for_image(mask, rgb)
     if invert_mask:
         source = 1 - source
     operation, size = grow_to_operation(grow)
@@ -115,7 +131,7 @@ def prepared_mask(mask: object, invert_mask: bool, threshold: float, grow: int, 
     return made.to(source.device)
 
 
-def _refine_plan(lama: LamaModel, inputs: Any, method: str, max_seconds: float) -> RefinePlan | None:
+def _refine_plan(lama: LamaModel, inputs: InpaintInputs, method: str, max_seconds: float) -> RefinePlan | None:
     """The refinement to run, or None for plain LaMa (the decision is said on the node)."""
     if method == "plain":
         node_message("method plain: LaMa at full resolution, no refinement")
@@ -147,8 +163,9 @@ def run(model_name: str, image: Tensor, mask: Tensor, method: str = "auto", inve
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
     if max_seconds != 0 and method == "plain":
         node_message("max_seconds is used when refining (method auto or refine); plain LaMa ignores it")
-    hole = prepared_mask(mask, invert_mask, mask_threshold, mask_grow, mask_feather)
-    lama = loader.load(model_name, dtype, path=resolve_model_name(model_name))
+    path = resolve_model_name(model_name)  # a wrong name fails before any work
+    hole = prepared_mask(mask, image, invert_mask, mask_threshold, mask_grow, mask_feather)
+    lama = loader.load(model_name, dtype, path=path)
     check_interrupt()
     inputs = inpaint_inputs(image, hole, 0.0)
     if not inputs.any_hole():

@@ -185,3 +185,12 @@ def test_fingerprint_follows_the_file_the_name_resolves_to(pack, comfy):
     assert legacy == pack.NODE_CLASS_MAPPINGS["LamaFFC_LoadModel"].IS_CHANGED(model_name="inpaint/sub/big-lama.pt",
                                                                              dtype="auto")
     assert cls.IS_CHANGED(model_name="zits", dtype="auto") == ("zits", "auto")
+
+
+def test_a_smaller_mask_is_grown_in_image_pixels(call, comfy, lama, random_image):
+    image, mask = random_image(1, H, W), _square(1, H // 2, W // 2, 5, 6, 10)
+    _, used = _remove(call, image, mask, mask_grow=2)
+    (dilated,) = call("LamaFFC_PrepareMask", mask=_square(1, H, W, 10, 12, 20), threshold=0.5, operation="dilate",
+                      kernel_size=5, feather=0.0)
+    assert torch.equal(used, dilated)
+    assert "warning: mask is 32x24 but the image is 64x48; resizing the mask (nearest)" in comfy.node_text
