@@ -300,9 +300,12 @@ def test_remove_object_in_one_node(comfyui: ComfyUIServer, object_info: dict) ->
     print(f"\n[e2e] remove object, {len(runs)} runs: {seconds:.1f} s")
     for name in runs:
         _check_saved(comfyui, entry, name, SMALL)
-    graph["remove_auto"]["inputs"]["model_name"] = "zits"  # another pack's non-LaMa model name: refused up front
+    # Another pack's non-LaMa model name is refused before the run (alone, so the answer is 400, not partial).
+    refused_graph = {"load": graph["load"], "remove_auto": graph["remove_auto"]}
+    refused_graph["remove_auto"]["inputs"]["model_name"] = "zits"
+    _save(object_info, refused_graph, "remove_auto", "remove_auto")
     with pytest.raises(ComfyUIError) as refused:
-        comfyui.queue_prompt(graph)
+        comfyui.queue_prompt(refused_graph)
     assert "rejected (400)" in str(refused.value) and "'zits' is IOPaint's zits model, not LaMa" in str(refused.value)
 
 
