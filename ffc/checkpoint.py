@@ -85,8 +85,8 @@ class ModelInfo:
         return [f"{len(self.unused_keys)} tensor(s) in the file are not part of any model the loader knows and were "
                 f"not used: {shown}{more}"]
 
-    def describe(self) -> str:
-        """One line for logs and UIs."""
+    def summary(self) -> str:
+        """What the file is, in one line, without the warnings (UIs show those separately)."""
         origin = self.metadata.get("source_format", "")
         # Metadata is the file's text: shown only when it is one of our format names.
         known = origin in ("safetensors", "torchscript", "lightning-ckpt", "torch-pickle")
@@ -95,11 +95,14 @@ class ModelInfo:
         parts = f", MPE '{mpe}*'" if mpe is not None else ""
         extra = f", {self.ignored_keys} training tensors ignored" if self.ignored_keys else ""
         refine = "refinable" if self.refinable else "not refinable"
-        line = (
+        return (
             f"{self.variant}: {self.config.n_blocks} blocks, {self.parameters:,} parameters, "
             f"{self.source_format} file{via} (keys '{self.key_prefix}<i>.*'{parts}), {refine}{extra}"
         )
-        return "; ".join([line, *self.warnings])
+
+    def describe(self) -> str:
+        """One line for logs: :meth:`summary` followed by the warnings."""
+        return "; ".join([self.summary(), *self.warnings])
 
 
 def detect_format(path: str) -> str:

@@ -235,21 +235,29 @@ def _accepts_advanced(input_class: type) -> bool:
 
 def _v3_input(io: Any, param: Param) -> Any:
     common: dict[str, Any] = {"tooltip": param.tooltip}
-    if param.advanced:
-        # Newer ComfyUI: Input(..., advanced=True). 0.3.64's inputs have no such keyword, but
-        # merge extra_dict into the schema, which then carries the same "advanced" flag.
-        input_class = (io.Combo if param.type == "COMBO" else _v3_type(io, param.type)).Input
-        common.update({"advanced": True} if _accepts_advanced(input_class) else {"extra_dict": {"advanced": True}})
+    input_class = (io.Combo if param.type == "COMBO" else _v3_type(io, param.type)).Input
+    keyword = param.advanced and _accepts_advanced(input_class)
+    if keyword:  # newer ComfyUI: Input(..., advanced=True)
+        common["advanced"] = True
     if param.type == "COMBO":
-        return io.Combo.Input(param.name, options=param.option_list(), default=param.default, **common)
-    if param.type in ("INT", "FLOAT"):
+        made = io.Combo.Input(param.name, options=param.option_list(), default=param.default, **common)
+    elif param.type in ("INT", "FLOAT"):
         numbers = {k: v for k, v in (("min", param.min), ("max", param.max), ("step", param.step)) if v is not None}
         if param.round is not None:
             numbers["round"] = param.round
-        return getattr(io, _V3_TYPES[param.type]).Input(param.name, default=param.default, **numbers, **common)
-    if param.type == "BOOLEAN":
-        return io.Boolean.Input(param.name, default=param.default, **common)
-    return _v3_type(io, param.type).Input(param.name, **common)
+        made = getattr(io, _V3_TYPES[param.type]).Input(param.name, default=param.default, **numbers, **common)
+    elif param.type == "BOOLEAN":
+        made = io.Boolean.Input(param.name, default=param.default, **common)
+    else:
+        made = _v3_type(io, param.type).Input(param.name, **common)
+    if param.advanced and not keyword:
+        # 0.3.64: the widget inputs (Int, Float, Combo, Boolean) take neither ``advanced`` nor
+        # ``extra_dict``, but every Input keeps an ``extra_dict`` that ``as_dict`` merges into
+        # the schema: the flag travels there.
+        extra = getattr(made, "extra_dict", None)
+        if isinstance(extra, dict):
+            extra["advanced"] = True
+    return made
 
 
 def _v3_type(io: Any, type_name: str) -> Any:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import inpaint, loader, masks, refinement
+from . import inpaint, loader, masks, refinement, remover, replacements
 from ._spec import NodeSpec, build_node_class, v3_api
 
 __all__ = ["SPECS", "node_classes", "node_class_mappings", "display_name_mappings", "comfy_entrypoint"]
 
-SPECS: tuple[NodeSpec, ...] = (loader.SPEC, masks.SPEC, inpaint.SPEC, refinement.SPEC)
+SPECS: tuple[NodeSpec, ...] = (loader.SPEC, masks.SPEC, inpaint.SPEC, refinement.SPEC, remover.SPEC)
 
 
 def node_classes() -> list[type]:
@@ -33,6 +33,10 @@ async def comfy_entrypoint() -> Any:
     classes = node_classes()
 
     class LamaFFCExtension(api.ComfyExtension):
+        async def on_load(self) -> None:
+            # Newer ComfyUI calls this before get_node_list; 0.3.x never does (and has no replacement API).
+            await replacements.register_replacements()
+
         async def get_node_list(self) -> list[type]:
             return classes
 

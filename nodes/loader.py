@@ -26,6 +26,7 @@ import importlib.util
 import logging
 import os
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,7 @@ from torch import nn
 from ..ffc import LamaGenerator, ModelInfo, fuse_for_inference, load_generator
 from ._common import comfy
 from ._spec import NodeSpec, Out, Param
+from ._ui import node_message
 
 __all__ = [
     "LamaModel",
@@ -47,6 +49,9 @@ __all__ = [
     "validate_model_name",
     "load_model",
     "ModelCache",
+    "load",
+    "report_model",
+    "not_refinable_message",
 ]
 
 log = logging.getLogger(__name__)
@@ -310,16 +315,43 @@ class ModelCache:
 CACHE = ModelCache()
 
 
-def run(model_name: str, dtype: str = "auto") -> tuple[LamaModel]:
-    path = resolve_model_path(model_name)
+def not_refinable_message(lama: LamaModel) -> str:
+    return (f"{lama.name}: {lama.info.variant} cannot be refined (its network does not split into the front and rear "
+            "that multiscale refinement optimises between)")
+
+
+def report_model(lama: LamaModel) -> None:
+    """Show on the running node what the file holds and every warning about it.
+
+    Tensors the loader did not use are named (a model is never cut down silently), and a variant
+    that cannot be refined says so before anyone wires it into LaMa Multiscale Refine.
+    """
+    node_message(f"{lama.name} ({lama.dtype}): {lama.info.summary()}", log_it=False)  # logged when loaded
+    for warning in lama.info.warnings:
+        node_message(f"{lama.name}: {warning}", level="warning")
+    if not lama.info.refinable:
+        node_message(not_refinable_message(lama) + "; LaMa Multiscale Refine refuses it, LaMa Inpaint and "
+                     "LaMa Remove Object inpaint it without refinement", level="warning")
+
+
+def load(model_name: str, dtype: str = "auto", *, path: str | None = None) -> LamaModel:
+    """The model for ``model_name`` (resolved across both folders unless ``path`` is given), from the
+    cache while it is still alive, reported on the running node."""
+    path = resolve_model_path(model_name) if path is None else path
     resolved = resolve_dtype(dtype, comfy("model_management").get_torch_device())
-    return (CACHE.get_or_load(model_name, path, resolved),)
+    lama = CACHE.get_or_load(model_name, path, resolved)
+    report_model(lama)
+    return lama
 
 
-def fingerprint(model_name: str, dtype: str = "auto") -> tuple:
-    """Changes when the file is replaced, so ComfyUI re-runs the loader."""
+def run(model_name: str, dtype: str = "auto") -> tuple[LamaModel]:
+    return (load(model_name, dtype),)
+
+
+def fingerprint(model_name: str, dtype: str = "auto", *, resolve: Callable[[str], str] = resolve_model_path) -> tuple:
+    """Changes when the file is replaced, so ComfyUI re-runs the node (``resolve``: name -> path)."""
     try:
-        return ModelCache.key(resolve_model_path(model_name), dtype)
+        return ModelCache.key(resolve(model_name), dtype)
     except (OSError, ValueError):
         return (model_name, dtype)  # let run() report the problem
 

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import logging
-
 from torch import Tensor
 
 from ..ffc import masks as ffc_masks
 from ..ffc.cancel import CancelCheck
-from ._common import check_interrupt, comfy, mask_b1hw, mask_to_comfy
+from ._common import comfy, interrupted, mask_b1hw, mask_to_comfy
 from ._spec import NodeSpec, Out, Param
+from ._ui import node_message
 
 __all__ = ["SPEC", "prepare_mask", "OPERATIONS"]
-
-log = logging.getLogger(__name__)
 
 OPERATIONS = ("erode", "dilate", "none")
 
@@ -60,19 +57,14 @@ def _feather_warnings(hole: Tensor, feather: float) -> list[str]:
     return warnings
 
 
-def _interrupted() -> bool:
-    check_interrupt()  # raises ComfyUI's interrupt exception when the user pressed Cancel
-    return False
-
-
 def run(mask: Tensor, threshold: float = 0.5, operation: str = "erode", kernel_size: int = 15,
         feather: float = 0.0) -> tuple[Tensor]:
     source = mask_b1hw(mask)
     device = comfy("model_management").get_torch_device()
     prepared, warnings = prepare_mask(source.to(device), threshold, operation, kernel_size, feather,
-                                      cancel=_interrupted)
+                                      cancel=interrupted)
     for warning in warnings:
-        log.warning("LaMa Mask Preprocess: %s", warning)
+        node_message(warning, level="warning")
     return (mask_to_comfy(prepared),)
 
 

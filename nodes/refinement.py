@@ -30,9 +30,10 @@ from ._common import (
 )
 from ._spec import NodeSpec, Out, Param
 from ._ui import node_message
-from .loader import MODEL_TYPE, LamaModel, require_model
+from .loader import MODEL_TYPE, LamaModel, not_refinable_message, require_model
 
-__all__ = ["SPEC", "MODES", "PRECISIONS", "resolve_precision", "node_settings"]
+__all__ = ["SPEC", "MODES", "PRECISIONS", "resolve_precision", "node_settings", "check_refinable", "make_plan",
+           "show_plan", "refine_with_plan"]
 
 PRECISIONS = ("auto", *CORE_PRECISIONS)
 NODE_MODE = "auto"  # the node's default; the library's stays "paper" (the faithful settings)
@@ -74,15 +75,22 @@ def _needs_float32_copy(lama: LamaModel, settings: RefineSettings) -> bool:
     return settings.precision == "fp32" and lama.dtype == "bf16"
 
 
-def _make_plan(lama: LamaModel, inputs: InpaintInputs, settings: RefineSettings, free_bytes: int | None) -> RefinePlan:
+def _make_plan(lama: LamaModel, inputs: InpaintInputs, settings: RefineSettings, free_bytes: int | None,
+               show: bool = True) -> RefinePlan:
     device = torch.device(lama.patcher.load_device)
     dtype = torch.float32 if _needs_float32_copy(lama, settings) else lama.torch_dtype
     made = plan(lama.patcher.model, inputs.rgb, inputs.hole, settings, device=device, dtype=dtype,
                 free_bytes=free_bytes)
+    if show:
+        show_plan(made)
+    return made
+
+
+def show_plan(made: RefinePlan) -> None:
+    """The plan's summary and every decision it made, on the node."""
     node_message(f"plan: {made.summary()}")
     for note in made.notes:  # already logged by the planner
         node_message(note.text, level=note.level, log_it=False)
-    return made
 
 
 def _refine_batch(net: nn.Module, inputs: InpaintInputs, made: RefinePlan, progress: Progress) -> Tensor:
@@ -107,6 +115,7 @@ def run(model: object, image: Tensor, mask: Tensor, n_iters: int = DEFAULTS.n_it
         early_stop_tol: float = DEFAULTS.early_stop_tol, precision: str = "auto", mask_threshold: float = 0.0,
         mode: str = NODE_MODE, max_seconds: float = 0.0) -> tuple[Tensor, Tensor]:
     lama = require_model(model)
+    check_refinable(lama)
     inputs = inpaint_inputs(image, mask, mask_threshold)
     device = torch.device(lama.patcher.load_device)
     settings = node_settings(mode=mode, max_seconds=max_seconds, precision=resolve_precision(precision, lama, device),
@@ -115,7 +124,27 @@ def run(model: object, image: Tensor, mask: Tensor, n_iters: int = DEFAULTS.n_it
     if not inputs.any_hole():
         return unchanged_outputs(inputs, SPEC.display_name)
 
-    made = _make_plan(lama, inputs, settings, plannable_bytes(device, lama.weight_bytes))
+    made = make_plan(lama, inputs, settings)
+    return refine_with_plan(lama, inputs, settings, made)
+
+
+def check_refinable(lama: LamaModel) -> None:
+    """Refuse, naming the model, a variant whose network does not split into front and rear."""
+    if not lama.info.refinable:
+        raise ValueError(f"model: {not_refinable_message(lama)}; use LaMa Inpaint, or LaMa Remove Object, which "
+                         "inpaints such a model without refinement")
+
+
+def make_plan(lama: LamaModel, inputs: InpaintInputs, settings: RefineSettings, *, show: bool = True) -> RefinePlan:
+    """The refinement plan for these inputs on the model's device (shown on the node unless ``show`` is False)."""
+    device = torch.device(lama.patcher.load_device)
+    return _make_plan(lama, inputs, settings, plannable_bytes(device, lama.weight_bytes), show)
+
+
+def refine_with_plan(lama: LamaModel, inputs: InpaintInputs, settings: RefineSettings,
+                     made: RefinePlan) -> tuple[Tensor, Tensor]:
+    """Execute ``made`` (from :func:`make_plan`), re-planning on out-of-memory; the node's outputs."""
+    device = torch.device(lama.patcher.load_device)
     # refine() copies weights that ComfyUI moved under inference mode before it can use autograd.
     net = _work_model(lama, settings, made.predicted_peak_bytes + lama.weight_bytes)
     progress = Progress(made.forwards)

@@ -26,7 +26,7 @@ pytestmark = [
 
 REPO = Path(__file__).resolve().parents[2]
 PACK_NAME = "lama_multiscale_refine"
-NODE_IDS = ("LamaFFC_LoadModel", "LamaFFC_PrepareMask", "LamaFFC_Inpaint", "LamaFFC_Refine")
+NODE_IDS = ("LamaFFC_LoadModel", "LamaFFC_PrepareMask", "LamaFFC_Inpaint", "LamaFFC_Refine", "LamaFFC_RemoveObject")
 MODEL = "lama/tiny_lama.safetensors"
 INPAINT_MODEL = "inpaint/tiny_lama_inpaint.safetensors"
 READY_TIMEOUT = 120.0
@@ -177,6 +177,7 @@ def test_object_info_schema(comfyui: ComfyUIServer, object_info: dict) -> None:
         "LamaFFC_PrepareMask": ["MASK"],
         "LamaFFC_Inpaint": ["IMAGE", "MASK"],
         "LamaFFC_Refine": ["IMAGE", "MASK"],
+        "LamaFFC_RemoveObject": ["IMAGE", "MASK"],
     }
     loader = object_info["LamaFFC_LoadModel"]
     models = combo_options(loader, "model_name")
@@ -281,6 +282,31 @@ def test_inpaint_then_refine(comfyui: ComfyUIServer, object_info: dict) -> None:
     print(f"\n[e2e] inpaint + refine (whole image and crop_to_mask): {seconds:.1f} s")
     for name in names:
         _check_saved(comfyui, entry, name, SMALL)
+
+
+def test_remove_object_in_one_node(comfyui: ComfyUIServer, object_info: dict) -> None:
+    """LoadImage -> LaMa Remove Object -> SaveImage: by name from either folder, every method, grown mask."""
+    _require_pack(comfyui, object_info)
+    assert combo_options(object_info["LamaFFC_RemoveObject"], "model_name") == \
+        combo_options(object_info["LamaFFC_LoadModel"], "model_name")
+    graph = {"load": make_node(object_info, "LoadImage", image=SMALL.name)}
+    runs = {"remove_auto": {}, "remove_plain": {"method": "plain", "mask_grow": 3},
+            "remove_refine": {"method": "refine", "model_name": "lama/" + Path(INPAINT_MODEL).name}}
+    for name, options in runs.items():
+        graph[name] = make_node(object_info, "LamaFFC_RemoveObject", image=["load", 0], mask=["load", 1],
+                                **{"model_name": MODEL, **options})
+        _save(object_info, graph, name, name)
+    entry, seconds = comfyui.run_prompt(graph, PROMPT_TIMEOUT)
+    print(f"\n[e2e] remove object, {len(runs)} runs: {seconds:.1f} s")
+    for name in runs:
+        _check_saved(comfyui, entry, name, SMALL)
+    # Another pack's non-LaMa model name is refused before the run (alone, so the answer is 400, not partial).
+    refused_graph = {"load": graph["load"], "remove_auto": graph["remove_auto"]}
+    refused_graph["remove_auto"]["inputs"]["model_name"] = "zits"
+    _save(object_info, refused_graph, "remove_auto", "remove_auto")
+    with pytest.raises(ComfyUIError) as refused:
+        comfyui.queue_prompt(refused_graph)
+    assert "rejected (400)" in str(refused.value) and "'zits' is IOPaint's zits model, not LaMa" in str(refused.value)
 
 
 def test_batch_of_two_with_one_mask(comfyui: ComfyUIServer, object_info: dict) -> None:

@@ -326,3 +326,106 @@ def validate_like_comfyui(node_class: type, inputs: dict[str, Any]) -> list[str]
         if result is not True:
             errors.append(f"{', '.join(chosen)} - {result}")
     return errors
+
+
+# -- node replacement (newer ComfyUI) ------------------------------------------------------------
+#
+# Mirrors, from the sources read (Comfy-Org/ComfyUI app/node_replace_manager.py at b5d74ccb,
+# comfy_api/latest/__init__.py at 168efe45, comfy_api/latest/_io.py NodeReplace):
+# ``ComfyAPI().node_replacement.register(io.NodeReplace(...))`` is async and hands the object to
+# ``PromptServer.instance.node_replace_manager.register``, which ignores a duplicate (old, new)
+# pair; ``apply_replacements(prompt)`` rewrites, in place, every node whose class is not installed
+# and has a replacement whose new class is: class_type, inputs rebuilt from the mapping only
+# (``old_id`` copies ``inputs[old_id]``, ``set_value`` sets), and links from the node's outputs
+# re-indexed by ``output_mapping``.
+
+
+class NodeReplace:
+    """``comfy_api.latest.io.NodeReplace`` (same constructor and ``as_dict``)."""
+
+    def __init__(self, new_node_id, old_node_id, old_widget_ids=None, input_mapping=None, output_mapping=None):
+        self.new_node_id, self.old_node_id, self.old_widget_ids = new_node_id, old_node_id, old_widget_ids
+        self.input_mapping, self.output_mapping = input_mapping, output_mapping
+
+    def as_dict(self):
+        return {"new_node_id": self.new_node_id, "old_node_id": self.old_node_id, "old_widget_ids": self.old_widget_ids,
+                "input_mapping": list(self.input_mapping) if self.input_mapping else None,
+                "output_mapping": list(self.output_mapping) if self.output_mapping else None}
+
+
+class NodeReplaceManager:
+    """``app.node_replace_manager.NodeReplaceManager`` with ``installed`` standing for NODE_CLASS_MAPPINGS."""
+
+    def __init__(self, installed, reverse: bool = False):
+        self.installed = set(installed)
+        self.replacements: dict[str, list[NodeReplace]] = {}
+        self.reverse = reverse  # upstream walks a set: either order can happen
+
+    def register(self, node_replace):
+        existing = self.replacements.setdefault(node_replace.old_node_id, [])
+        if all(entry.new_node_id != node_replace.new_node_id for entry in existing):
+            existing.append(node_replace)
+
+    def as_dict(self):
+        return {k: [v.as_dict() for v in values] for k, values in self.replacements.items()}
+
+    def apply_replacements(self, prompt):
+        def is_link(value):
+            return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], int)
+
+        connections, need = {}, set()
+        for number, node in prompt.items():
+            if not isinstance(node, dict) or "class_type" not in node or "inputs" not in node:
+                continue
+            if node["class_type"] not in self.installed and node["class_type"] in self.replacements:
+                need.add(number)
+            for input_id, value in node["inputs"].items():
+                if is_link(value):
+                    connections.setdefault(value[0], []).append((number, input_id, value[1]))
+        for number in sorted(need, reverse=self.reverse):
+            node = prompt[number]
+            replacement = self.replacements[node["class_type"]][0]
+            if replacement.new_node_id not in self.installed:
+                continue
+            new = {**node, "class_type": replacement.new_node_id, "inputs": {}, "_meta": dict(node.get("_meta", {}))}
+            for entry in replacement.input_mapping or []:
+                if "set_value" in entry:
+                    new["inputs"][entry["new_id"]] = entry["set_value"]
+                elif "old_id" in entry:
+                    new["inputs"][entry["new_id"]] = node["inputs"][entry["old_id"]]  # KeyError if absent, as upstream
+            prompt[number] = new
+            for target, input_id, old_index in connections.get(number, []) if replacement.output_mapping else []:
+                for entry in replacement.output_mapping:
+                    if entry["old_idx"] == old_index:
+                        prompt[target]["inputs"][input_id][1] = entry["new_idx"]
+
+
+def newer_comfy_api(manager: NodeReplaceManager) -> dict[str, ModuleType]:
+    """``comfy_api`` / ``comfy_api.latest`` of a ComfyUI with node replacement, registering into ``manager``."""
+    package, latest, io = _module("comfy_api", package=True), _module("comfy_api.latest", package=True), _module("io")
+    io.NodeReplace = NodeReplace
+
+    class ComfyAPI:
+        class NodeReplacement:
+            async def register(self, node_replace):
+                manager.register(node_replace)
+
+        def __init__(self):
+            self.node_replacement = self.NodeReplacement()
+
+    latest.io, latest.ComfyAPI = io, ComfyAPI
+    package.latest = latest
+    return {"comfy_api": package, "comfy_api.latest": latest}
+
+
+def comfy_api_0_3_64() -> dict[str, ModuleType]:
+    """``comfy_api.latest`` as in 0.3.64: io without NodeReplace, ComfyAPI without node_replacement."""
+    package, latest, io = _module("comfy_api", package=True), _module("comfy_api.latest", package=True), _module("io")
+
+    class ComfyAPI:
+        class Execution:
+            pass
+
+    latest.io, latest.ComfyAPI = io, ComfyAPI
+    package.latest = latest
+    return {"comfy_api": package, "comfy_api.latest": latest}

@@ -52,16 +52,18 @@ def test_feather_adds_a_soft_edge_outside_the_hole(call, caplog):
     assert "feather" not in caplog.text  # the holes are much larger than the feather
 
 
-def test_a_feather_as_large_as_the_hole_keeps_it_and_warns(call, caplog):
-    """Issue 9: feathering at or above half the hole's size used to leave the object visible."""
+def test_a_feather_as_large_as_the_hole_keeps_it_and_warns(call, comfy, caplog):
+    """Issue 9: feathering at or above half the hole's size used to leave the object visible; the
+    warning is shown on the node, not only logged."""
     mask = torch.zeros(2, 64, 64)
     mask[:, 30:36, 30:36] = 1  # a 6 px hole
     mask[0, 2:40, 2:14] = 1  # image 0 also has a large one (two cells away on the 8 px grid)
     (out,) = call("LamaFFC_PrepareMask", mask=mask, threshold=0.5, operation="none", kernel_size=1, feather=12.0)
     assert torch.equal(out[:, 30:36, 30:36], torch.ones(2, 6, 6))
-    message = ("LaMa Mask Preprocess: feather 12 px is at least half the size of the smallest hole in image 1 "
+    message = ("feather 12 px is at least half the size of the smallest hole in image 1 "
                "(6x6 px): the hole stays fully masked, but the soft edge spreads the fill up to 12 px around it")
     assert message in caplog.text and "image 0" in caplog.text
+    assert "warning: " + message in comfy.node_text and "in image 0" in comfy.node_text
 
 
 def test_prepare_mask_returns_its_warnings_for_the_ui(pack_module):

@@ -19,7 +19,7 @@ import pytest
 from pack_import import import_pack
 
 REPO = Path(__file__).resolve().parents[2]
-NODE_IDS = ["LamaFFC_LoadModel", "LamaFFC_PrepareMask", "LamaFFC_Inpaint", "LamaFFC_Refine"]
+NODE_IDS = ["LamaFFC_LoadModel", "LamaFFC_PrepareMask", "LamaFFC_Inpaint", "LamaFFC_Refine", "LamaFFC_RemoveObject"]
 REAL_OBJECT_INFO = REPO.parent / "shared" / "comfyui" / "object_info-0.3.64.json"
 
 
@@ -31,6 +31,7 @@ def test_registers_v1_classes_without_v3_api(pack):
         "LamaFFC_PrepareMask": "LaMa Mask Preprocess",
         "LamaFFC_Inpaint": "LaMa Inpaint",
         "LamaFFC_Refine": "LaMa Multiscale Refine",
+        "LamaFFC_RemoveObject": "LaMa Remove Object",
     }
 
 
@@ -172,6 +173,7 @@ class _Socket:
     io_type: str
     id: str | None
     kwargs: dict[str, Any] = field(default_factory=dict)
+    extra_dict: dict[str, Any] = field(default_factory=dict)  # 0.3.64's Input keeps one; its widgets take no keyword
 
 
 def _fake_io(module_name: str) -> ModuleType:
@@ -290,9 +292,10 @@ def test_v3_api_gives_an_entrypoint_and_no_mappings(import_v3_pack):
     assert by_id["n_iters"].io_type == "INT" and by_id["n_iters"].kwargs["default"] == 15
     assert by_id["precision"].kwargs["options"] == ["auto", "fp32", "bf16"]
     assert by_id["lr"].kwargs["round"] == 0.0001
-    # 0.3.64-style inputs have no advanced keyword: the flag travels in extra_dict.
-    assert by_id["lr"].kwargs["extra_dict"] == {"advanced": True}
-    assert "extra_dict" not in by_id["n_iters"].kwargs and "advanced" not in by_id["n_iters"].kwargs
+    # 0.3.64's widget inputs take neither an advanced nor an extra_dict keyword: the flag is put
+    # into the Input's own extra_dict, which as_dict merges into the schema.
+    assert by_id["lr"].extra_dict == {"advanced": True} and "extra_dict" not in by_id["lr"].kwargs
+    assert by_id["n_iters"].extra_dict == {} and "advanced" not in by_id["n_iters"].kwargs
     assert all(socket.kwargs["tooltip"] for socket in refine.inputs + refine.outputs)
     assert [o.kwargs["display_name"] for o in refine.outputs] == ["image", "mask"]
     mask_node = next(cls for cls in classes if cls.SPEC.node_id == "LamaFFC_PrepareMask")

@@ -28,7 +28,7 @@ def _load_validator():
 validate = _load_validator()
 
 WORKFLOWS = validate.REPO / "workflows"
-SHIPPED = ["lama_inpaint", "lama_refine_hires", "lama_then_flux_fill", "lama_then_sdxl"]
+SHIPPED = ["lama_inpaint", "lama_refine_hires", "lama_remove_object", "lama_then_flux_fill", "lama_then_sdxl"]
 UI_FILES = sorted(WORKFLOWS.glob("*.json"))  # exactly what the template browser lists
 API_FILES = sorted((WORKFLOWS / "api").glob("*.json"))
 HYBRIDS = [WORKFLOWS / "lama_then_sdxl.json", WORKFLOWS / "lama_then_flux_fill.json"]
