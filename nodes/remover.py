@@ -1,9 +1,9 @@
 """``LamaFFC_RemoveObject``: one node from a model name, an image and a mask to the filled image.
 
-What it does is what the pack's other nodes do in a row, with their defaults, so its result is the
-same as that chain's: **Load LaMa Model** (same name resolution across ``models/lama`` and
+What it does is what the pack's other nodes do in a row, so its result is the same as that
+chain's with the same settings: **Load LaMa Model** (same name resolution across ``models/lama`` and
 ``models/inpaint``, same weak cache and ComfyUI model management), **LaMa Mask Preprocess**
-(threshold, grow or shrink with a true disk, feather; its defaults), then **LaMa Inpaint** or
+(threshold, grow or shrink with a true disk, feather; its defaults except the grow), then **LaMa Inpaint** or
 **LaMa Multiscale Refine** (mode auto), chosen by ``method``:
 
 * ``auto``: the refinement planner's auto rules decide (``refine.plan``, mode auto). When its
@@ -16,7 +16,8 @@ same as that chain's: **Load LaMa Model** (same name resolution across ``models/
 
 ``mask_grow`` is one signed number, in pixels around the hole, like core ComfyUI's GrowMask
 ``expand``: ``+n`` dilates with a disk of diameter ``2n + 1``, ``-n`` erodes with it. Its default
-is LaMa Mask Preprocess's (erode with its 15 px disk: ``-7``).
+``+7`` dilates with Mask Preprocess's 15 px disk where Mask Preprocess erodes with it (``-7``):
+a remover's mask is drawn on the object, and eroding it leaves the object's rim behind.
 
 Model names may also be the legacy value ``lama`` (what LayerStyle's LaMa node stores; it means
 Big-LaMa): see :data:`LEGACY_MODEL_NAMES`.
@@ -66,8 +67,9 @@ def _param(node: NodeSpec, name: str) -> Param:
 _THRESHOLD = _param(masks.SPEC, "threshold")
 _FEATHER = _param(masks.SPEC, "feather")
 _KERNEL = _param(masks.SPEC, "kernel_size")
-_OPERATION = _param(masks.SPEC, "operation")
-DEFAULT_GROW = {"erode": -1, "dilate": 1, "none": 0}[_OPERATION.default] * (_KERNEL.default // 2)
+# Grow by Mask Preprocess's disk (15 px: +7) instead of eroding by it: a remover's mask is drawn on
+# the object, and eroding it would leave the object's rim and shadow for LaMa to copy back.
+DEFAULT_GROW = _KERNEL.default // 2
 MAX_GROW = 255
 
 
@@ -213,7 +215,8 @@ SPEC = NodeSpec(
             "Mask values above this are the hole (as LaMa Mask Preprocess's threshold); cleans soft or JPEG masks.")),
         Param.int("mask_grow", DEFAULT_GROW, lo=-MAX_GROW, hi=MAX_GROW, tooltip=(
             "Pixels to grow (+) or shrink (-) the hole by, with a true disk (like GrowMask's expand). Grow it to "
-            "cover an object's edge or shadow. The default shrinks by 7 px, LaMa Mask Preprocess's 15 px erosion.")),
+            "cover an object's edge or shadow. The default grows by 7 px (a 15 px disk, Mask Preprocess's kernel, "
+            "dilating: an eroded mask would leave the object's rim behind).")),
         Param.float("mask_feather", _FEATHER.default, lo=0.0, hi=256.0, step=0.5, tooltip=(
             "Width in pixels of a soft edge outside the hole where the fill blends into the original (0 = hard).")),
         Param.float("max_seconds", 0.0, lo=0.0, hi=86_400.0, step=10.0, round=1.0, advanced=True, tooltip=(

@@ -11,7 +11,7 @@ import torch
 stubs_module = sys.modules["lama_node_test_stubs"]
 
 H, W = 48, 64
-DEFAULTS = {"method": "auto", "invert_mask": False, "mask_threshold": 0.5, "mask_grow": -7, "mask_feather": 0.0,
+DEFAULTS = {"method": "auto", "invert_mask": False, "mask_threshold": 0.5, "mask_grow": 7, "mask_feather": 0.0,
             "max_seconds": 0.0, "dtype": "auto"}
 
 
@@ -25,8 +25,8 @@ def _square(batch: int, height: int, width: int, top: int, left: int, size: int)
     return mask
 
 
-def _chain(call, lama, image, mask, operation="erode", kernel_size=15, feather=0.0, refine=False):
-    """Load LaMa Model -> LaMa Mask Preprocess -> LaMa Inpaint / Refine, every widget at its default."""
+def _chain(call, lama, image, mask, operation="dilate", kernel_size=15, feather=0.0, refine=False):
+    """Load LaMa Model -> LaMa Mask Preprocess -> LaMa Inpaint / Refine at their defaults, the mask dilated (Remove Object's default)."""
     (prepared,) = call("LamaFFC_PrepareMask", mask=mask, threshold=0.5, operation=operation, kernel_size=kernel_size,
                        feather=feather)
     if not refine:
@@ -37,12 +37,12 @@ def _chain(call, lama, image, mask, operation="erode", kernel_size=15, feather=0
     return call("LamaFFC_Refine", model=lama, image=image, mask=prepared, **widgets)[0], prepared
 
 
-def test_defaults_are_mask_preprocess_then_inpaint(call, comfy, lama, random_image):
+def test_defaults_are_mask_preprocess_dilating_then_inpaint(call, comfy, lama, random_image):
     image, mask = random_image(1, H, W), _square(1, H, W, 8, 10, 30)
     out, used = _remove(call, image, mask)
     expected, prepared = _chain(call, lama, image, mask)
     assert torch.equal(out, expected) and torch.equal(used, prepared)
-    assert 0 < float(used.sum()) < float(mask.sum())  # the default shrinks the hole (erode, 15 px disk)
+    assert float(used.sum()) > float(mask.sum())  # the default grows the hole (dilate, 15 px disk)
     keep = (used == 0)[..., None].expand_as(image)
     assert torch.equal(out[keep], image[keep]) and not torch.equal(out, image)
     assert "auto: plain LaMa at full resolution; refining would not help here" in comfy.node_text
@@ -64,7 +64,7 @@ def test_auto_refines_where_several_scales_help(call, comfy, lama, pack_module, 
     image, mask = random_image(1, 400, 416), _square(1, 400, 416, 100, 100, 220)
     _, used = _remove(call, image, mask)
     ((inputs, settings, made),) = seen
-    (prepared,) = call("LamaFFC_PrepareMask", mask=mask, threshold=0.5, operation="erode", kernel_size=15, feather=0.0)
+    (prepared,) = call("LamaFFC_PrepareMask", mask=mask, threshold=0.5, operation="dilate", kernel_size=15, feather=0.0)
     assert torch.equal(used, prepared) and torch.equal(inputs.hole[:, 0], prepared)
     widgets = {p.name: p.default for p in refinement.SPEC.inputs if p.default is not None}
     expected = refinement.node_settings(**{k: widgets[k] for k in ("mode", "max_seconds")}, precision="fp32",
@@ -110,7 +110,7 @@ def test_feather_warning_reaches_the_node(call, comfy, lama, random_image):
 
 def test_an_empty_mask_returns_the_image(call, comfy, lama, random_image):
     image = random_image(1, H, W)
-    out, used = _remove(call, image, _square(1, H, W, 8, 8, 10))  # eroded away by the default
+    out, used = _remove(call, image, _square(1, H, W, 8, 8, 10) * 0.4)  # below the default threshold 0.5
     assert torch.equal(out, image) and float(used.sum()) == 0
     assert "warning: LaMa Remove Object: the mask is empty" in comfy.node_text
 
