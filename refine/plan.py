@@ -731,7 +731,7 @@ def _scale_notes(planner: _Planner, fits: list[_Fit], notes: list[Note], height:
     if not fits:
         return
     s = planner.settings
-    if all(f.unit.n_scales == 1 for f in fits):
+    if all(f.unit.n_scales == 1 and not f.tiles for f in fits):
         if planner.auto:
             notes.append(Note("warning", "1 scale: the holes' regions are already near LaMa's 256 px training size, "
                                          "refinement would change nothing; this is plain LaMa"))

@@ -11,8 +11,9 @@ pyramid (the global fill), and every finer level up to full resolution runs tile
 * tiles lie on a grid over the holes' bounding box (plus the overlap as context), start on the
   generator's 8 px stride grid and overlap their neighbours by ``overlap`` px; tiles with no
   hole pixel are skipped, so the work follows the hole area, not the image area;
-* inside the overlaps the tiles are blended with a raised-cosine ramp; the weights of a grid
-  sum to one at every pixel (a separable partition of unity), and only hole pixels are written.
+* inside the overlaps the tiles are cross-faded with a raised cosine over the overlap's central
+  quarter; the weights of a grid sum to one at every pixel (a separable partition of unity), and
+  only hole pixels are written.
 
 :func:`seam_statistic` measures what the blend leaves: the mean gradient magnitude of the
 result in a band along the seams (the centre lines of the overlaps) against the mean elsewhere
@@ -38,6 +39,7 @@ __all__ = [
     "MIN_TILE_SIDE",
     "FULL_SIZE_BYTES_PER_PIXEL",
     "SEAM_BAND",
+    "BLEND_START",
     "tile_overlap",
     "tile_spans",
     "tile_grid",
@@ -48,6 +50,8 @@ __all__ = [
 ]
 
 Box = tuple[int, int, int, int]  # (top, left, bottom, right), bottom/right exclusive
+# Where the cross-fade starts inside an overlap (fraction of it): see _rise.
+BLEND_START = 0.375
 # Half-width in px of the band along each seam that the seam statistic looks at.
 SEAM_BAND = 4
 # Full-size buffers of a tiled region while its tiles run, per pixel of the region: the output
@@ -118,16 +122,24 @@ def tile_grid(hole: Tensor, side: int, multiple: int = 8, level: int = 0) -> tup
     return tiles, overlap
 
 
+def _rise(length: int, device: torch.device) -> Tensor:
+    """The rising blend over an overlap of ``length`` px: 0 over its first ``BLEND_START``, a raised
+    cosine over the middle, 1 over the last ``BLEND_START``. Each tile's own border (where it has
+    the least context) gets no weight, and the cross-fade stays short: averaging two tiles'
+    textures lowers their contrast (measured with random weights: a cross-fade over the whole
+    overlap leaves 6 % less gradient along the seams than the untiled result, this one 2 %)."""
+    t = (torch.arange(length, dtype=torch.float64, device=device) + 0.5) / length
+    t = ((t - BLEND_START) / (1 - 2 * BLEND_START)).clamp(0, 1)
+    return 0.5 - 0.5 * torch.cos(math.pi * t)
+
+
 def _ramp_1d(length: int, before: int, after: int, device: torch.device) -> Tensor:
-    weight = torch.ones(length, dtype=torch.float32, device=device)
+    weight = torch.ones(length, dtype=torch.float64, device=device)
     if before:
-        t = (torch.arange(before, dtype=torch.float64, device=device) + 0.5) / before
-        weight[:before] = (0.5 - 0.5 * torch.cos(math.pi * t)).float()
+        weight[:before] = _rise(before, device)
     if after:
-        t = (torch.arange(after, dtype=torch.float64, device=device) + 0.5) / after
-        # 1 - (the next tile's rising ramp) at the same pixels: the two sum to one.
-        weight[length - after :] = (1 - (0.5 - 0.5 * torch.cos(math.pi * t)).float())
-    return weight
+        weight[length - after :] = 1 - _rise(after, device)  # the next tile's rise at the same pixels: sum 1
+    return weight.float()
 
 
 def tile_weight(tile: Tile, device: torch.device | str = "cpu") -> Tensor:
