@@ -59,8 +59,8 @@ def _settings(mode: str, n_iters: int):
 
 
 def worker(mode: str, height: int, width: int, n_iters: int, device_name: str) -> dict:
+    from ffc.tiles import seam_statistic
     from refine import plan, refine
-    from refine.tiles import seam_statistic
 
     device = device_from(device_name)
     model = big_lama().to(device)

@@ -51,7 +51,7 @@ from .plan import RefinePlan, RegionPlan, WorkUnit, check_refinable, check_weigh
 from .plan import plan as make_plan
 from .pyramid import MASK_EPS, resize_to, resize_to_budget
 from .settings import RefineSettings
-from .tiles import SeamStats, refine_tiled, seam_statistic
+from .tiles import refine_tiled
 
 __all__ = ["RefineSettings", "RegionReport", "ImageReport", "refine", "plan_scales", "RefineCancelled"]
 
@@ -69,7 +69,7 @@ class RegionReport:
     estimate: MemoryEstimate | None
     scales: list[ScaleReport] = field(default_factory=list)  # the pyramid's, then one per tile
     tiles: int = 0  # full_resolution: tiles run at the finer levels (work_size is then the box's size)
-    seams: SeamStats | None = None  # full_resolution: gradient along the seams vs elsewhere in the hole
+    seams: ffc.tiles.SeamStats | None = None  # full_resolution: gradient along the seams vs elsewhere in the hole
 
     @property
     def forwards(self) -> int:
@@ -235,7 +235,7 @@ def _run_tiled(model, image, hole, out, region: RegionPlan, settings, callback, 
         refined, scales = refine_tiled(model, image, hole, pyramid.level, pyramid.n_scales, _options(pyramid, settings),
                                        tiles, out=out, callback=callback, cancel=cancel)
     finest = [tile for tile, _ in tiles if tile.level == 0]
-    seams = seam_statistic(refined, hole, finest)
+    seams = ffc.tiles.seam_statistic(refined, hole, finest)
     log.info("LaMa refine: full resolution %dx%d in %d tiles; seam statistic %.3f (gradient along seams / "
              "elsewhere in the hole)", refined.shape[-1], refined.shape[-2], len(tiles), seams.ratio)
     report = RegionReport(box=region.box, work_size=region.work_size, n_scales=pyramid.n_scales + pyramid.level,

@@ -43,7 +43,7 @@ from ._ffc import ffc
 from .memory import MemoryEstimate, available_bytes, estimate_refine_bytes
 from .pyramid import MASK_EPS, budget_size, number_of_scales
 from .settings import AUTO_COARSEST_SIDE, MIN_COARSEST, RefineSettings
-from .tiles import FULL_SIZE_BYTES_PER_PIXEL, MIN_TILE_SIDE, Tile, level_masks, tile_grid, tile_overlap
+from .tiles import FULL_SIZE_BYTES_PER_PIXEL, level_masks
 from .timing import Rate, TimeProfile, time_profile, unit_seconds
 
 __all__ = [
@@ -67,6 +67,9 @@ log = logging.getLogger(__name__)
 Box = ffc.masks.Box
 Note = ffc.plan.Note
 format_bytes = ffc.plan.format_bytes
+Tile = ffc.tiles.Tile
+MIN_TILE_SIDE = ffc.tiles.MIN_TILE_SIDE
+tile_grid, tile_overlap = ffc.tiles.tile_grid, ffc.tiles.tile_overlap
 
 # Auto mode: crop when the hole boxes cover less than this fraction of the image.
 AUTO_CROP_COVERAGE = 0.5

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ._ffc import ffc
+
 __all__ = ["RefineSettings", "MODES", "PRECISIONS", "CHECKPOINTING", "MIN_COARSEST", "AUTO_COARSEST_SIDE", "MIN_TILE_SIDE"]
 
 # "paper": exactly the settings given (their defaults are the paper's); "auto": the planner picks
@@ -22,8 +24,8 @@ CHECKPOINTING = ("auto", "on", "off")
 MIN_COARSEST = 16
 # Auto mode puts the coarsest level near LaMa's training resolution (256 px crops).
 AUTO_COARSEST_SIDE = 256
-# full_resolution: the smallest tile side (an overlap of 2 x 8 px on both sides leaves a core).
-MIN_TILE_SIDE = 32
+# full_resolution: the smallest tile side (ffc.tiles: an overlap of 2 x 8 px on both sides leaves a core).
+MIN_TILE_SIDE = ffc.tiles.MIN_TILE_SIDE
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""refine.tiles: full-resolution refinement tile by tile (small images, forced small tiles)."""
+"""refine.tiles and ffc.tiles: full-resolution refinement tile by tile (small images, forced small tiles)."""
 
 from __future__ import annotations
 
@@ -6,18 +6,25 @@ import math
 
 import pytest
 import torch
-
 from lama_testing import random_generator
-from refine import RefineCancelled, RefineSettings, ScaleOptions, plan, refine, refine_pyramid
-from refine.tiles import (
+
+from ffc.tiles import (
     Tile,
-    level_masks,
     seam_statistic,
     tile_grid,
     tile_overlap,
     tile_spans,
     tile_weight,
 )
+from refine import (
+    RefineCancelled,
+    RefineSettings,
+    ScaleOptions,
+    plan,
+    refine,
+    refine_pyramid,
+)
+from refine.tiles import level_masks
 
 FAST = dict(n_iters=2, min_side=16, max_scales=2, checkpointing="off")
 
