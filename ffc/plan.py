@@ -280,7 +280,8 @@ class InpaintPlan:
             "notes": [{"level": n.level, "text": n.text} for n in self.notes],
             "images": [{"strategy": image.strategy, "skipped": image.skipped,
                         "units": [{"box": list(u.box), "work_size": list(u.work_size),
-                                   "predicted_bytes": u.predicted_bytes} for u in image.units]}
+                                   "predicted_bytes": u.predicted_bytes, "tile": u.tile is not None}
+                                  for u in image.units]}
                        for image in self.images],
         }
 

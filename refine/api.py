@@ -11,6 +11,9 @@ each an explicit setting:
   512-1024 px images, which the official default leaves at one scale (no refinement).
 * ``fused=True``: the rear runs BatchNorm-folded with frozen weights, so no weight gradients
   are computed; ``fused=False, freeze_weights=False`` is the straightforward official cost.
+* ``full_resolution=True``: above ``px_budget`` the region is refined at its own size instead:
+  the pyramid up to the budget, then every finer level tile by tile against the coarser
+  result, in memory bounded by the tile size (:mod:`refine.tiles`).
 * ``crop_to_mask``: refine only boxes around the holes plus ``crop_margin`` px of context,
   each separate hole on its own when ``separate_holes``; the pyramid depth is still decided by
   the full image's size.

@@ -6,9 +6,10 @@ the command line and the progress bars read the same plan: its forward count is 
 peak memory is what the node asks ComfyUI for, its notes are what the user is told.
 
 Structure: a :class:`RefinePlan` has one :class:`ImagePlan` per image of the batch, each with
-its regions (the whole image, or boxes around the holes), each region with its work units (today
-one: the multiscale pyramid over the box; full-resolution tiles will add more). Forwards and
-time are sums over the units, peak memory is their maximum (units run one after another).
+its regions (the whole image, or boxes around the holes), each region with its work units (the
+multiscale pyramid over the box; with ``full_resolution`` above the budget, then one unit per
+tile of the finer levels). Forwards and time are sums over the units, peak memory is their
+maximum (units run one after another).
 
 Decisions, in order (each that changes what the user gets becomes a :class:`Note`):
 
@@ -25,6 +26,10 @@ Decisions, in order (each that changes what the user gets becomes a :class:`Note
    that is smaller, then a lower working size.
 4. **Time** (auto mode, ``max_seconds``): fewer iterations (down to ``AUTO_MIN_ITERS``), then a
    lower working size, then one scale (plain LaMa), until the prediction fits.
+5. **Full resolution** (``full_resolution``, a region above the budget): the pyramid's finest
+   level is the region halved until it fits the budget (and memory); the finer levels are tiled
+   (:mod:`ffc.tiles`) with the largest square tile within the budget whose estimate fits the free
+   memory (or ``tile_size``), tiles without a hole pixel at their level skipped.
 """
 
 from __future__ import annotations
