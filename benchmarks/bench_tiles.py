@@ -53,14 +53,14 @@ def scene(height: int, width: int, hole_fraction: float = HOLE_FRACTION) -> tupl
 
 
 def _settings(mode: str, n_iters: int):
-    from refine import RefineSettings
+    from lama_multiscale_refine.refine import RefineSettings
 
     return RefineSettings(n_iters=n_iters, checkpointing="off", full_resolution=mode == "tiled")
 
 
 def worker(mode: str, height: int, width: int, n_iters: int, device_name: str) -> dict:
-    from ffc.tiles import seam_statistic
-    from refine import plan, refine
+    from lama_multiscale_refine.ffc.tiles import seam_statistic
+    from lama_multiscale_refine.refine import plan, refine
 
     device = device_from(device_name)
     model = big_lama().to(device)

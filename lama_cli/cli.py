@@ -1,4 +1,4 @@
-"""Argument parsing and the ``main(argv)`` entry point of ``python -m lama_cli``."""
+"""Argument parsing and the ``main(argv)`` entry point of ``lama-inpaint`` / ``python -m lama_multiscale_refine.lama_cli``."""
 
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from ffc import CheckpointError, load_generator
-from ffc.strategies import STRATEGIES
-from refine import MODES as REFINE_MODES
-from refine import RefineSettings
-from refine.settings import MIN_TILE_SIDE
+from ..ffc import CheckpointError, load_generator
+from ..ffc.strategies import STRATEGIES
+from ..refine import MODES as REFINE_MODES
+from ..refine import RefineSettings
+from ..refine.settings import MIN_TILE_SIDE
 
 from .device import DEVICES, DTYPES, UsageError, resolve_device, resolve_dtype
 from .inpainter import MODES, Inpainter, MaskOptions, PlainOptions
@@ -32,7 +32,7 @@ from .runner import run_batch
 __all__ = ["build_parser", "main", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED", "EXIT_TERMINATED"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
-PROG = "python -m lama_cli"
+PROG = "lama-inpaint"  # also `python -m lama_multiscale_refine.lama_cli` (pyproject.toml)
 _REFINE_DEFAULTS = RefineSettings()
 _PLAIN_DEFAULTS = PlainOptions()
 # Output file extension -> --format value, for a single pair written to a named file.

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._ffc import ffc
+from .. import ffc
 
 __all__ = ["RefineSettings", "MODES", "PRECISIONS", "CHECKPOINTING", "MIN_COARSEST", "AUTO_COARSEST_SIDE", "MIN_TILE_SIDE"]
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from ._ffc import ffc
+from .. import ffc
 from .core import ScaleOptions, ScaleReport, refine_pyramid, refine_scale
 from .pyramid import MASK_EPS, pyrdown, pyrdown_mask
 

@@ -6,9 +6,7 @@ import math
 
 import pytest
 import torch
-from lama_testing import random_generator
-
-from ffc.tiles import (
+from lama_multiscale_refine.ffc.tiles import (
     Tile,
     seam_statistic,
     tile_grid,
@@ -16,7 +14,7 @@ from ffc.tiles import (
     tile_spans,
     tile_weight,
 )
-from refine import (
+from lama_multiscale_refine.refine import (
     RefineCancelled,
     RefineSettings,
     ScaleOptions,
@@ -24,7 +22,8 @@ from refine import (
     refine,
     refine_pyramid,
 )
-from refine.tiles import level_masks
+from lama_multiscale_refine.refine.tiles import level_masks
+from lama_testing import random_generator
 
 FAST = dict(n_iters=2, min_side=16, max_scales=2, checkpointing="off")
 
@@ -236,8 +235,8 @@ def test_level_masks_match_the_pyramid():
 
 
 def _plain_tiled(model, image, mask, tile_size=64):
-    from ffc.plan import plan_inpaint
-    from ffc.strategies import inpaint_with_strategy
+    from lama_multiscale_refine.ffc.plan import plan_inpaint
+    from lama_multiscale_refine.ffc.strategies import inpaint_with_strategy
 
     made = plan_inpaint(model, mask, tile_size=tile_size)
     seen: list[dict] = []
@@ -249,7 +248,7 @@ def _plain_tiled(model, image, mask, tile_size=64):
 
 @pytest.mark.parametrize("weights", ["random", "fixture"])
 def test_plain_tiles_have_no_seams(weights, tiny_generator):
-    from ffc import inpaint
+    from lama_multiscale_refine.ffc import inpaint
 
     model = random_generator(seed=1) if weights == "random" else tiny_generator
     image, mask = _scene(128, 192, (20, 30, 110, 170), seed=4)
