@@ -271,3 +271,22 @@ def test_plain_tiles_bad_input(small_generator):
     seam = grid[0].window[3] - overlap // 2
     mask[..., 10:90, seam : seam + 1] = 1  # 1 px wide, on a seam
     _plain_tiled(small_generator, image, mask, tile_size=48)
+
+
+def test_planned_tile_memory_does_not_grow_with_the_image(small_generator):
+    from lama_multiscale_refine.ffc import fuse_for_inference
+    from lama_multiscale_refine.refine import estimate_refine_bytes
+    from lama_multiscale_refine.refine.tiles import FULL_SIZE_BYTES_PER_PIXEL
+
+    tile_peaks = []
+    for height, width in [(512, 512), (1024, 1024), (2048, 1536)]:
+        mask = torch.zeros(1, 1, height, width)
+        mask[..., height // 4 : 3 * height // 4, width // 4 : 3 * width // 4] = 1
+        made = plan(small_generator, torch.zeros(1, 3, height, width), mask,
+                    RefineSettings(**FAST, px_budget=128 * 128, full_resolution=True), free_bytes=None)
+        tiles = [u for u in made.units if u.tile is not None]
+        assert max(max(u.work_size) for u in tiles) <= 128 and made.regions[0].work_size == (height, width)
+        tile_peaks.append(max(u.predicted_peak_bytes for u in tiles) - FULL_SIZE_BYTES_PER_PIXEL * height * width)
+    one_tile = estimate_refine_bytes(fuse_for_inference(small_generator), 128, 128).total
+    assert max(tile_peaks) <= one_tile  # at most one full tile's worth, whatever the image size
+    assert min(tile_peaks) > one_tile / 2
