@@ -219,7 +219,8 @@ class RefinePlan:
         tiled = [r for r in self.regions if r.tiles]
         if tiled:
             finest = max(tiled, key=lambda r: r.work_size[0] * r.work_size[1]).work_size
-            what += f" + full resolution to {max(finest)} in {sum(r.tiles for r in tiled)} tiles"
+            count = sum(r.tiles for r in tiled)
+            what += f" + full resolution to {max(finest)} in {count} tile{'s' if count != 1 else ''}"
         regions = f"{len(self.regions)} regions, " if len(self.regions) > 1 else ""
         return (f"{regions}{what}, {self.forwards} forwards, {_duration(self.predicted_seconds)}, "
                 f"~{format_bytes(self.predicted_peak_bytes)}")
