@@ -15,7 +15,7 @@ from .checkpoint import CheckpointError, ModelInfo, canonicalize, detect_format,
 from .fast import FastLamaGenerator, fuse_for_inference
 from .generator import BIG_LAMA, LAMA_FOURIER, LamaConfig, LamaGenerator, config_from_state_dict
 from .variants import VARIANTS, Variant
-from . import cancel, checks, masks, mpe, plan, strategies, variants
+from . import cancel, checks, masks, mpe, plan, strategies, tiles, variants
 from .inference import MIN_SIZE, binarize, composite, inpaint, pad_symmetric, padded_size, predict
 
 __all__ = [
@@ -49,5 +49,6 @@ __all__ = [
     "predict",
     "read_tensors",
     "strategies",
+    "tiles",
     "variants",
 ]

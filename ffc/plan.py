@@ -28,9 +28,11 @@ from torch import Tensor, nn
 from .generator import LamaConfig
 from .inference import MIN_SIZE, binarize, padded_size
 from .masks import Box, hole_boxes
+from .tiles import MIN_TILE_SIDE, Tile, tile_grid
 
 __all__ = [
     "STRATEGIES",
+    "TILED",
     "DEFAULT_STRATEGY",
     "DEFAULT_RESIZE_LIMIT",
     "DEFAULT_CROP_MARGIN",
@@ -47,6 +49,12 @@ __all__ = [
 ]
 
 STRATEGIES = ("original", "resize_to_limit", "crop_around_mask")
+# What the memory guard runs for ``original`` when neither the full pass nor crops fit: a global
+# pass on a resized copy, then full-resolution tiles whose detail is added to it.
+TILED = "original_tiled"
+# Full-size buffers of a tiled image besides the output: the global pass upscaled (float32 RGB)
+# and the hole.
+TILED_FULL_SIZE_BYTES_PER_PIXEL = 16
 # Defaults of plain inference, for the library, the node and the command line alike.
 DEFAULT_STRATEGY = "original"
 DEFAULT_RESIZE_LIMIT = 1280
@@ -213,6 +221,7 @@ class InpaintUnit:
     box: Box  # (top, left, bottom, right) in the image
     work_size: tuple[int, int]  # what the generator sees before padding (smaller when resized)
     predicted_bytes: int
+    tile: Tile | None = None  # a full-resolution tile of ``original_tiled`` (box = its window)
 
     @property
     def resized(self) -> bool:
@@ -252,7 +261,8 @@ class InpaintPlan:
             return "nothing to inpaint (empty mask)"
         units = [u for image in self.images for u in image.units]
         sizes = {u.work_size for u in units}
-        what = (f"{len(units)} boxes" if "crop_around_mask" in used
+        what = (f"a global pass + {sum(u.tile is not None for u in units)} tiles" if TILED in used
+                else f"{len(units)} boxes" if "crop_around_mask" in used
                 else "x".join(map(str, sizes.pop()[::-1])) if len(sizes) == 1 else f"{len(units)} images")
         return f"{'/'.join(used)}: {what}, {self.forwards} forwards, ~{format_bytes(self.predicted_peak_bytes)}"
 
@@ -270,7 +280,8 @@ class InpaintPlan:
             "notes": [{"level": n.level, "text": n.text} for n in self.notes],
             "images": [{"strategy": image.strategy, "skipped": image.skipped,
                         "units": [{"box": list(u.box), "work_size": list(u.work_size),
-                                   "predicted_bytes": u.predicted_bytes} for u in image.units]}
+                                   "predicted_bytes": u.predicted_bytes, "tile": u.tile is not None}
+                                  for u in image.units]}
                        for image in self.images],
         }
 
@@ -300,6 +311,7 @@ def plan_inpaint(
     free_bytes: int | None = None,
     memory_fraction: float = 0.9,
     dtype: torch.dtype | None = None,
+    tile_size: int | None = None,
 ) -> InpaintPlan:
     """Plan plain inference of a batch under ``strategy`` (see :mod:`ffc.strategies`).
 
@@ -309,8 +321,11 @@ def plan_inpaint(
         mask: (B, 1, H, W); ``mask > threshold`` is a hole.
         free_bytes: memory free on the device; None = do not guard memory. When a strategy's
             peak exceeds ``memory_fraction`` of it, crops around the holes are used if they fit,
-            else a copy resized until it fits (each with a warning note).
+            else (``original``) a resized global pass plus full-resolution tiles that fit, else
+            a copy resized until it fits (each with a warning note).
         dtype: the weights' dtype when ``model`` is a config (default float32).
+        tile_size: tile side for ``original_tiled`` (None = the largest that fits); set, it
+            tiles ``original`` whatever the memory (tests, forced small tiles).
 
     Raises:
         ValueError: for an unknown strategy or bad sizes. MemoryError: when not even a
@@ -358,12 +373,23 @@ def plan_inpaint(
             units = crops(hole[index, 0])
         used = strategy
         need = max(u.predicted_bytes for u in units)
-        if limit is not None and need > limit:
-            used, units = _fit_memory(strategy, units, limit, height, width, whole, lambda: crops(hole[index, 0]))
+        tiles = lambda: _tiles(config, hole[index, 0], limit, dtype, fused, tile_size)  # noqa: E731
+        if strategy == "original" and tile_size is not None and (limit is None or need <= limit):
+            used = TILED  # forced tiles: the global pass at half size (at most resize_limit)
+            units = (whole(resized_size(height, width, max(MIN_SIZE, min(resize_limit, max(height, width) // 2))))[0],
+                     *tiles())
+            notes.append(Note("info", f"image {index}: original in {len(units) - 1} full-resolution tiles of at most "
+                                      f"{tile_size} px over a global pass at {max(units[0].work_size)} px"))
+        elif limit is not None and need > limit:
+            used, units = _fit_memory(strategy, units, limit, height, width, whole, lambda: crops(hole[index, 0]),
+                                      tiles)
             notes.append(Note("warning", (
                 f"image {index}: {strategy} needs ~{format_bytes(need)} but ~{format_bytes(limit)} is usable; "
                 + (f"inpainting {len(units)} crop{'s' if len(units) != 1 else ''} around the holes instead"
-                 if used == "crop_around_mask" else
+                   if used == "crop_around_mask" else
+                   f"inpainting a copy resized to {max(units[0].work_size)} px for the global structure, then "
+                   f"{len(units) - 1} full-resolution tile{'s' if len(units) != 2 else ''} of at most "
+                   f"{max(max(u.work_size) for u in units[1:])} px for the detail" if used == TILED else
                    f"inpainting a copy resized to {max(units[0].work_size)} px instead (the fill is upscaled)"))))
         images.append(InpaintImagePlan(used, units))
     return InpaintPlan(strategy, (height, width), tuple(images), tuple(notes))
@@ -373,7 +399,7 @@ def _padded(n: np.ndarray, multiple: int) -> np.ndarray:
     return np.maximum(-(-np.asarray(n) // multiple) * multiple, MIN_SIZE)
 
 
-def _fit_memory(strategy, units, limit, height, width, whole, crops) -> tuple[str, tuple[InpaintUnit, ...]]:
+def _fit_memory(strategy, units, limit, height, width, whole, crops, tiles) -> tuple[str, tuple[InpaintUnit, ...]]:
     """A replacement strategy whose largest forward fits in ``limit`` bytes."""
     if strategy != "crop_around_mask":
         cropped = crops()
@@ -384,7 +410,29 @@ def _fit_memory(strategy, units, limit, height, width, whole, crops) -> tuple[st
         side = int(side * 0.9)
         resized = whole(resized_size(height, width, side))
         if resized[0].predicted_bytes <= limit:
+            if strategy == "original":
+                tiled = tiles()
+                if tiled:
+                    return TILED, (resized[0], *tiled)
             return "resize_to_limit", resized
     raise MemoryError(
         f"LaMa cannot fit a forward into ~{format_bytes(limit)} of free memory, not even for a {MIN_RESIZE_SIDE} px copy"
     )
+
+
+def _tiles(config: LamaConfig, hole: Tensor, limit: float | None, dtype: torch.dtype, fused: bool,
+           tile_size: int | None) -> tuple[InpaintUnit, ...]:
+    """Full-resolution tiles over the (H, W) hole whose forward fits ``limit`` (empty: none fits)."""
+    height, width = hole.shape
+    extra = TILED_FULL_SIZE_BYTES_PER_PIXEL * height * width
+    if tile_size is not None:
+        side = max(MIN_TILE_SIDE, tile_size // config.multiple * config.multiple)
+    else:
+        side = max(height, width) // config.multiple * config.multiple + config.multiple
+        while inference_bytes(config, side, side, dtype, fused=fused) + extra > limit:
+            side = int(side * 0.85) // config.multiple * config.multiple
+            if side < MIN_TILE_SIDE:
+                return ()
+    grid, _ = tile_grid(hole.bool(), side, config.multiple)
+    return tuple(InpaintUnit(t.window, t.size, inference_bytes(config, *t.size, dtype, fused=fused) + extra, tile=t)
+                 for t in grid)

@@ -3,6 +3,12 @@
 * ``original``: one pass at full resolution (the official behaviour).
 * ``resize_to_limit``: when the longer side exceeds ``resize_limit``, inpaint a downscaled copy,
   upscale the result (bicubic) and paste only the hole pixels into the full-size original.
+* ``original`` above a memory limit (``original_tiled``, chosen by the plan's memory guard when
+  not even crops around the holes fit): a global pass on a resized copy gives the structure;
+  full-resolution tiles over the holes (:mod:`ffc.tiles`) give the detail: each tile's
+  prediction minus its own low-pass (resized to the global pass's scale and back) is added to the
+  upscaled global fill, and the tiles are cross-faded in their overlaps. Tiles agree with each
+  other where it shows most (the large structures), and the memory is bounded by the tile size.
 * ``crop_around_mask``: inpaint each hole's bounding box plus ``crop_margin`` px of context (more
   context from the other side where an edge cuts it off) and paste the hole pixels back. Much
   faster than a full pass for small holes in large photos; separate holes get separate crops,
@@ -22,18 +28,20 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .checks import check_inpaint_inputs
-from .inference import binarize, inpaint
+from .inference import binarize, inpaint, predict
 from .plan import (
     DEFAULT_CROP_MARGIN,
     DEFAULT_RESIZE_LIMIT,
     DEFAULT_STRATEGY,
     STRATEGIES,
+    TILED,
     InpaintPlan,
     InpaintUnit,
     plan_inpaint,
 )
+from .tiles import tile_weight
 
-__all__ = ["STRATEGIES", "inpaint_with_strategy", "run_unit"]
+__all__ = ["STRATEGIES", "inpaint_with_strategy", "run_unit", "run_tiled"]
 
 
 def _resize_image(image: Tensor, size: tuple[int, int]) -> Tensor:
@@ -57,6 +65,35 @@ def run_unit(model: nn.Module, image: Tensor, hole: Tensor, unit: InpaintUnit,
     filled = inpaint(model, _resize_image(crop, unit.work_size), _resize_hole(crop_hole, unit.work_size), cancel=cancel)
     up = F.interpolate(filled, size=crop.shape[-2:], mode="bicubic", align_corners=False).clamp_(0, 1)
     return torch.where(crop_hole > 0, up, crop)
+
+
+def run_tiled(model: nn.Module, image: Tensor, hole: Tensor, units: tuple[InpaintUnit, ...],
+              cancel: Callable[[], bool] | None = None, callback: Callable[[int], None] | None = None) -> Tensor:
+    """``original_tiled`` on one image (1, 3, H, W): the global pass ``units[0]``, then the tiles.
+
+    Returns the image (1, 3, H, W) with the holes filled.
+    """
+    global_unit, tiles = units[0], units[1:]
+    base = run_unit(model, image, hole, global_unit, cancel)  # the global fill, upscaled, in the hole
+    if callback is not None:
+        callback(0)
+    scale_h = global_unit.work_size[0] / image.shape[-2]
+    scale_w = global_unit.work_size[1] / image.shape[-1]
+    holes = hole > 0
+    out = image.masked_fill(holes, 0)  # hole pixels: the sum of the tiles' weighted fills
+    for number, unit in enumerate(tiles, start=1):
+        top, left, bottom, right = unit.box
+        crop, crop_hole = image[..., top:bottom, left:right], hole[..., top:bottom, left:right]
+        prediction = predict(model, crop, crop_hole, cancel=cancel)
+        small = (max(1, round((bottom - top) * scale_h)), max(1, round((right - left) * scale_w)))
+        low = F.interpolate(_resize_image(prediction, small), size=crop.shape[-2:], mode="bicubic", align_corners=False)
+        fill = (base[..., top:bottom, left:right] + prediction - low).clamp_(0, 1)
+        weight = tile_weight(unit.tile, image.device).to(image.dtype)
+        current = out[..., top:bottom, left:right]
+        current.copy_(torch.where(holes[..., top:bottom, left:right], current + weight * fill, current))
+        if callback is not None:
+            callback(number)
+    return out
 
 
 def inpaint_with_strategy(
@@ -100,6 +137,14 @@ def inpaint_with_strategy(
     out = image.clone()
     for index, image_plan in enumerate(plan.images):
         single, single_hole = image[index : index + 1], hole[index : index + 1]
+        if image_plan.strategy == TILED:
+            def tiled_done(number: int, index: int = index, image_plan=image_plan) -> None:
+                if callback is not None:
+                    callback({"image": index, "unit": number, "n_units": len(image_plan.units),
+                              "box": image_plan.units[number].box})
+
+            out[index : index + 1] = run_tiled(model, single, single_hole, image_plan.units, cancel, tiled_done)
+            continue
         for number, unit in enumerate(image_plan.units):
             top, left, bottom, right = unit.box
             # Boxes never overlap, so reading the original image is the same as reading ``out``.

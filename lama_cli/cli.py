@@ -20,6 +20,7 @@ from ..ffc import CheckpointError, load_generator
 from ..ffc.strategies import STRATEGIES
 from ..refine import MODES as REFINE_MODES
 from ..refine import RefineSettings
+from ..refine.settings import MIN_TILE_SIDE
 
 from .device import DEVICES, DTYPES, UsageError, resolve_device, resolve_dtype
 from .inpainter import MODES, Inpainter, MaskOptions, PlainOptions
@@ -182,6 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
     refine.add_argument("--px-budget", type=_int_at_least(256), default=_REFINE_DEFAULTS.px_budget, metavar="PIXELS",
                         help="refine larger images at this many pixels, then paste the holes into the full size")
     refine.add_argument("--crop-to-mask", action="store_true", help="refine only boxes around the holes")
+    refine.add_argument("--full-resolution", action="store_true", default=_REFINE_DEFAULTS.full_resolution,
+                        help="above --px-budget, refine the finer scales up to full size tile by tile "
+                             "instead of upscaling the fill")
+    refine.add_argument("--tile-size", type=_int_at_least(MIN_TILE_SIDE), default=_REFINE_DEFAULTS.tile_size,
+                        metavar="PX", help="with --full-resolution: tile side (default: from --px-budget and free memory)")
     refine.add_argument("--early-stop-tol", type=_float_in(0.0, float("inf"), include_low=True),
                         default=_REFINE_DEFAULTS.early_stop_tol, metavar="TOL", help="stop a scale when the loss improves less (0 = off)")
 
@@ -255,7 +261,8 @@ def _refine_settings(args: argparse.Namespace) -> RefineSettings:
         n_iters=args.n_iters, lr=args.lr, min_side=args.min_side, max_scales=args.max_scales,
         n_scales=args.n_scales, px_budget=args.px_budget, crop_to_mask=args.crop_to_mask,
         crop_margin=args.crop_margin, early_stop_tol=args.early_stop_tol, precision=args.dtype,
-        mode=args.refine_mode, max_seconds=args.max_seconds,
+        mode=args.refine_mode, max_seconds=args.max_seconds, full_resolution=args.full_resolution,
+        tile_size=args.tile_size,
     )
     try:
         settings.validate()

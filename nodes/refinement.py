@@ -113,14 +113,16 @@ def run(model: object, image: Tensor, mask: Tensor, n_iters: int = DEFAULTS.n_it
         min_side: int = DEFAULTS.min_side, max_scales: int = DEFAULTS.max_scales, px_budget: int = DEFAULTS.px_budget,
         crop_to_mask: bool = DEFAULTS.crop_to_mask, crop_margin: int = DEFAULTS.crop_margin,
         early_stop_tol: float = DEFAULTS.early_stop_tol, precision: str = "auto", mask_threshold: float = 0.0,
-        mode: str = NODE_MODE, max_seconds: float = 0.0) -> tuple[Tensor, Tensor]:
+        mode: str = NODE_MODE, max_seconds: float = 0.0,
+        full_resolution: bool = DEFAULTS.full_resolution) -> tuple[Tensor, Tensor]:
     lama = require_model(model)
     check_refinable(lama)
     inputs = inpaint_inputs(image, mask, mask_threshold)
     device = torch.device(lama.patcher.load_device)
     settings = node_settings(mode=mode, max_seconds=max_seconds, precision=resolve_precision(precision, lama, device),
                              n_iters=n_iters, lr=lr, min_side=min_side, max_scales=max_scales, px_budget=px_budget,
-                             crop_to_mask=crop_to_mask, crop_margin=crop_margin, early_stop_tol=early_stop_tol)
+                             crop_to_mask=crop_to_mask, crop_margin=crop_margin, early_stop_tol=early_stop_tol,
+                             full_resolution=full_resolution)
     if not inputs.any_hole():
         return unchanged_outputs(inputs, SPEC.display_name)
 
@@ -220,6 +222,10 @@ SPEC = NodeSpec(
             "auto mode: time budget in seconds for the predicted run (0 = no limit). When the prediction is longer, "
             "auto lowers n_iters (down to 5), then the working size, then refines nothing (plain LaMa), and says "
             "so.")),
+        Param.boolean("full_resolution", DEFAULTS.full_resolution, tooltip=(
+            "Images (or crops) above px_budget: refine up to the budget as usual, then every finer scale up to the "
+            "image's own resolution tile by tile, guided by the global fill, in memory bounded by the tile size "
+            "(instead of upscaling the fill). Sharper at 4K-8K; time grows with the hole's area.")),
     ),
     outputs=(
         Out("IMAGE", "image", "Refined images, always the input's size and channels."),

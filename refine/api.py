@@ -19,6 +19,9 @@ each an explicit setting:
   computes weight gradients nobody uses: a cost the official code never pays, kept for comparison.
 * ``speed``: cuDNN benchmark, TF32, channels_last and ``torch.compile`` (:mod:`refine.speed`);
   the defaults keep fidelity; the process-wide backend flags are restored after the run.
+* ``full_resolution=True``: above ``px_budget`` the region is refined at its own size instead:
+  the pyramid up to the budget, then every finer level tile by tile against the coarser
+  result, in memory bounded by the tile size (:mod:`refine.tiles`).
 * ``crop_to_mask``: refine only boxes around the holes plus ``crop_margin`` px of context,
   each separate hole on its own when ``separate_holes``; the pyramid depth is still decided by
   the full image's size.
@@ -55,11 +58,12 @@ from torch import Tensor, nn
 from .. import ffc
 from .core import RefineCancelled, ScaleOptions, ScaleReport, refine_pyramid
 from .memory import MemoryEstimate
-from .plan import RefinePlan, WorkUnit, check_refinable, check_weights, plan_scales
+from .plan import RefinePlan, RegionPlan, WorkUnit, check_refinable, check_weights, plan_scales
 from .plan import plan as make_plan
 from .pyramid import MASK_EPS, resize_to, resize_to_budget
 from .settings import RefineSettings
 from .speed import backend_flags, compile_rear
+from .tiles import refine_tiled
 
 __all__ = ["RefineSettings", "RegionReport", "ImageReport", "refine", "plan_scales", "RefineCancelled"]
 
@@ -75,7 +79,9 @@ class RegionReport:
     n_scales: int
     checkpointed: bool
     estimate: MemoryEstimate | None
-    scales: list[ScaleReport] = field(default_factory=list)
+    scales: list[ScaleReport] = field(default_factory=list)  # the pyramid's, then one per tile
+    tiles: int = 0  # full_resolution: tiles run at the finer levels (work_size is then the box's size)
+    seams: ffc.tiles.SeamStats | None = None  # full_resolution: gradient along the seams vs elsewhere in the hole
 
     @property
     def forwards(self) -> int:
@@ -170,8 +176,12 @@ def refine(
     with torch.inference_mode(False), torch.enable_grad(), backend_flags(settings.speed, device):
         work_model = _autograd_model(model, settings.fused, settings.freeze_weights,
                                      settings.speed.channels_last_for(device))
-        source = image.detach().clone().float()
-        holes = holes.clone()
+        # Copies only where autograd needs them (inference tensors) or the dtype differs: at 8K
+        # every full-size copy is 600 MB.
+        source = image.detach()
+        source = source.clone() if source.is_inference() or source.dtype != torch.float32 else source
+        source = source.float()
+        holes = holes.clone() if holes.is_inference() else holes
         outputs, reports, done = [], [], [0]
         for index, image_plan in enumerate(plan.images):
             def tagged(info: dict, index: int = index) -> None:
@@ -184,7 +194,7 @@ def refine(
                                            image_plan, settings, tagged, cancel)
             outputs.append(result)
             reports.append(report)
-        result = torch.cat(outputs)
+        result = outputs[0] if len(outputs) == 1 else torch.cat(outputs)  # no second full-size copy for one image
     return result.to(image.dtype), reports
 
 
@@ -199,6 +209,14 @@ def _refine_image(model, image, hole, image_plan, settings, callback, cancel) ->
         def tagged(info: dict, number: int = number) -> None:
             callback({"region": number, "n_regions": len(image_plan.regions), **info})
 
+        if region.tiles:
+            top, left, bottom, right = region.box
+            crop_image, crop_hole = image[..., top:bottom, left:right], hole[..., top:bottom, left:right]
+            # Written straight into the output (composited there), no full-size intermediate.
+            region_report = _run_tiled(model, crop_image, crop_hole, out[..., top:bottom, left:right], region,
+                                       settings, tagged, cancel)
+            report.regions.append(region_report)
+            continue
         for unit in region.units:
             top, left, bottom, right = unit.box
             crop_image, crop_hole = image[..., top:bottom, left:right], hole[..., top:bottom, left:right]
@@ -210,10 +228,8 @@ def _refine_image(model, image, hole, image_plan, settings, callback, cancel) ->
     return out, report
 
 
-def _run_unit(model, image, hole, unit: WorkUnit, settings, callback, cancel) -> tuple[Tensor, RegionReport]:
-    height, width = image.shape[-2:]
-    work_image, work_hole = resize_to(image, hole, unit.work_size)
-    options = ScaleOptions(
+def _options(unit: WorkUnit, settings: RefineSettings) -> ScaleOptions:
+    return ScaleOptions(
         n_iters=unit.n_iters,
         lr=settings.lr,
         early_stop_tol=settings.early_stop_tol,
@@ -222,6 +238,30 @@ def _run_unit(model, image, hole, unit: WorkUnit, settings, callback, cancel) ->
         autocast_dtype=settings.autocast_dtype,
         no_grad_where_unused=settings.freeze_weights,
     )
+
+
+def _run_tiled(model, image, hole, out, region: RegionPlan, settings, callback, cancel) -> RegionReport:
+    """A full_resolution region, refined into ``out`` (refine/tiles.py)."""
+    pyramid = region.units[0]
+    tiles = [(unit.tile, _options(unit, settings)) for unit in region.units[1:]]
+    with ffc.cancel_points(model, ffc.cancel.cancel_check(cancel, RefineCancelled)):
+        refined, scales = refine_tiled(compile_rear(model, settings.speed), image, hole, pyramid.level,
+                                       pyramid.n_scales, _options(pyramid, settings), tiles, out=out,
+                                       callback=callback, cancel=cancel)
+    finest = [tile for tile, _ in tiles if tile.level == 0]
+    seams = ffc.tiles.seam_statistic(refined, hole, finest)
+    log.info("LaMa refine: full resolution %dx%d in %d tiles; seam statistic %.3f (gradient along seams / "
+             "elsewhere in the hole)", refined.shape[-1], refined.shape[-2], len(tiles), seams.ratio)
+    report = RegionReport(box=region.box, work_size=region.work_size, n_scales=pyramid.n_scales + pyramid.level,
+                          checkpointed=any(u.checkpoint_rear for u in region.units), estimate=pyramid.estimate,
+                          scales=scales, tiles=len(tiles), seams=seams)
+    return report
+
+
+def _run_unit(model, image, hole, unit: WorkUnit, settings, callback, cancel) -> tuple[Tensor, RegionReport]:
+    height, width = image.shape[-2:]
+    work_image, work_hole = resize_to(image, hole, unit.work_size)
+    options = _options(unit, settings)
     # Cancel is polled before every forward (refine_pyramid) and between the layers (the hooks).
     with ffc.cancel_points(model, ffc.cancel.cancel_check(cancel, RefineCancelled)):
         refined, scales = refine_pyramid(compile_rear(model, settings.speed), work_image, work_hole, unit.n_scales,

@@ -29,7 +29,7 @@ from torch.utils.checkpoint import checkpoint
 from .. import ffc
 from .pyramid import MASK_EPS, build_pyramid, loss_mask_down, pad_reflect_to_multiple, pyrdown
 
-__all__ = ["ScaleOptions", "ScaleReport", "RefineCancelled", "refine_pyramid", "rear_segments", "EROSION_SIZE"]
+__all__ = ["ScaleOptions", "ScaleReport", "RefineCancelled", "refine_pyramid", "refine_scale", "rear_segments", "EROSION_SIZE"]
 
 # The paper's circular kernel for the loss mask (cv2 MORPH_ELLIPSE 15x15).
 EROSION_SIZE = 15
@@ -243,33 +243,64 @@ def refine_pyramid(
     Returns:
         The composited result (1, 3, H, W) and one :class:`ScaleReport` per scale, coarsest first.
     """
-    multiple = model.config.multiple
     reports: list[ScaleReport] = []
     reference: Tensor | None = None
     for scale, (level_image, level_mask) in enumerate(build_pyramid(image, mask, n_scales)):
-        height, width = level_image.shape[-2:]
-        padded_image = _pad(level_image, multiple)
-        padded_hole = (_pad(level_mask, multiple) >= MASK_EPS).to(level_image.dtype)
-        report = ScaleReport(size=(height, width), padded=tuple(padded_image.shape[-2:]), iterations=0)
-
         def notify(info: dict, scale: int = scale) -> None:
             if callback is not None:
-                callback({"scale": scale, "n_scales": n_scales, "n_iters": options.n_iters, **info})
+                callback({"scale": scale, "n_scales": n_scales, **info})
 
-        def check_cancel() -> None:
-            if cancel is not None and cancel():
-                raise RefineCancelled("refinement cancelled")
-
-        check_cancel()
-        result = _optimise_scale(
-            model, padded_image, padded_hole, (height, width), reference, options, report,
-            lambda info: (notify(info), check_cancel()),
-        )
-        reference = result[:, :, :height, :width]
+        reference, report = refine_scale(model, level_image, level_mask, reference, options, callback=notify,
+                                         cancel=cancel)
         if options.keep_results:
             report.result = reference
         reports.append(report)
     return reference, reports
+
+
+def refine_scale(
+    model: nn.Module,
+    image: Tensor,
+    mask: Tensor,
+    reference: Tensor | None,
+    options: ScaleOptions = ScaleOptions(),
+    *,
+    callback: Callback | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> tuple[Tensor, ScaleReport]:
+    """One scale of the refinement: pad, optimise against ``reference``, crop (official ``_infer``).
+
+    Args:
+        model, options: as :func:`refine_pyramid`.
+        image: (1, 3, H, W) float32 in [0, 1], this scale's image (a whole level or a tile of it).
+        mask: (1, 1, H, W); values >= 1e-8 are holes.
+        reference: (1, 3, H // 2, W // 2), the coarser scale's composited result over the same
+            area; None = the coarsest scale (one plain forward).
+        callback: called after every forward with ``n_iters``, ``iteration``, ``loss`` ... ``last``
+            (and ``result`` on the last one); it may raise.
+        cancel: polled before every forward; True raises :class:`RefineCancelled`.
+
+    Returns:
+        The composited result (1, 3, H, W) and the scale's :class:`ScaleReport`.
+    """
+    height, width = image.shape[-2:]
+    multiple = model.config.multiple
+    padded_image = _pad(image, multiple)
+    padded_hole = (_pad(mask, multiple) >= MASK_EPS).to(image.dtype)
+    report = ScaleReport(size=(height, width), padded=tuple(padded_image.shape[-2:]), iterations=0)
+
+    def check_cancel() -> None:
+        if cancel is not None and cancel():
+            raise RefineCancelled("refinement cancelled")
+
+    def notify(info: dict) -> None:
+        if callback is not None:
+            callback({"n_iters": options.n_iters, **info})
+        check_cancel()
+
+    check_cancel()
+    result = _optimise_scale(model, padded_image, padded_hole, (height, width), reference, options, report, notify)
+    return result[:, :, :height, :width], report
 
 
 def _pad(x: Tensor, multiple: int) -> Tensor:

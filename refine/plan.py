@@ -6,9 +6,10 @@ the command line and the progress bars read the same plan: its forward count is 
 peak memory is what the node asks ComfyUI for, its notes are what the user is told.
 
 Structure: a :class:`RefinePlan` has one :class:`ImagePlan` per image of the batch, each with
-its regions (the whole image, or boxes around the holes), each region with its work units (today
-one: the multiscale pyramid over the box; full-resolution tiles will add more). Forwards and
-time are sums over the units, peak memory is their maximum (units run one after another).
+its regions (the whole image, or boxes around the holes), each region with its work units (the
+multiscale pyramid over the box; with ``full_resolution`` above the budget, then one unit per
+tile of the finer levels). Forwards and time are sums over the units, peak memory is their
+maximum (units run one after another).
 
 Decisions, in order (each that changes what the user gets becomes a :class:`Note`):
 
@@ -25,6 +26,10 @@ Decisions, in order (each that changes what the user gets becomes a :class:`Note
    that is smaller, then a lower working size.
 4. **Time** (auto mode, ``max_seconds``): fewer iterations (down to ``AUTO_MIN_ITERS``), then a
    lower working size, then one scale (plain LaMa), until the prediction fits.
+5. **Full resolution** (``full_resolution``, a region above the budget): the pyramid's finest
+   level is the region halved until it fits the budget (and memory); the finer levels are tiled
+   (:mod:`ffc.tiles`) with the largest square tile within the budget whose estimate fits the free
+   memory (or ``tile_size``), tiles without a hole pixel at their level skipped.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import functools
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -43,6 +48,7 @@ from .. import ffc
 from .memory import MemoryEstimate, available_bytes, estimate_refine_bytes
 from .pyramid import MASK_EPS, budget_size, number_of_scales
 from .settings import AUTO_COARSEST_SIDE, MIN_COARSEST, RefineSettings
+from .tiles import FULL_SIZE_BYTES_PER_PIXEL, level_masks
 from .timing import Rate, TimeProfile, time_profile, unit_seconds
 
 __all__ = [
@@ -66,6 +72,9 @@ log = logging.getLogger(__name__)
 Box = ffc.masks.Box
 Note = ffc.plan.Note
 format_bytes = ffc.plan.format_bytes
+Tile = ffc.tiles.Tile
+MIN_TILE_SIDE = ffc.tiles.MIN_TILE_SIDE
+tile_grid, tile_overlap = ffc.tiles.tile_grid, ffc.tiles.tile_overlap
 
 # Auto mode: crop when the hole boxes cover less than this fraction of the image.
 AUTO_CROP_COVERAGE = 0.5
@@ -84,7 +93,9 @@ _MEASURE = object()  # free_bytes default: ask the device
 
 @dataclass(frozen=True)
 class WorkUnit:
-    """One multiscale pyramid run: ``box`` of the image, refined with its finest level at ``work_size``."""
+    """One multiscale pyramid run over ``box`` of the image, with its finest level at ``work_size``;
+    or (``tile`` set) one tile of a full-resolution level of that box, refined against the coarser
+    level's result (see :mod:`refine.tiles`)."""
 
     box: Box  # (top, left, bottom, right) in the image
     work_size: tuple[int, int]  # finest level (H, W); smaller than the box when over the budget
@@ -93,6 +104,10 @@ class WorkUnit:
     checkpoint_rear: bool
     estimate: MemoryEstimate  # of the finest scale, the peak
     predicted_seconds: float  # NaN when the device could not be timed
+    # full_resolution: the pyramid runs at the box halved ``level`` times and tile units refine
+    # the finer levels (0 = the classic unit: resized to the budget, the fill upscaled).
+    level: int = 0
+    tile: Tile | None = None
 
     @property
     def n_scales(self) -> int:
@@ -100,7 +115,9 @@ class WorkUnit:
 
     @property
     def forwards(self) -> int:
-        """1 at the coarsest scale, ``n_iters`` at every finer one."""
+        """1 at the coarsest scale, ``n_iters`` at every finer one; a tile: ``n_iters``."""
+        if self.tile is not None:
+            return self.n_iters
         return 1 + (self.n_scales - 1) * self.n_iters
 
     @property
@@ -122,6 +139,18 @@ class RegionPlan:
     @property
     def forwards(self) -> int:
         return sum(u.forwards for u in self.units)
+
+    @property
+    def tiles(self) -> int:
+        """How many full-resolution tiles (0 = refined as one pyramid)."""
+        return sum(u.tile is not None for u in self.units)
+
+    @property
+    def work_size(self) -> tuple[int, int]:
+        """The finest working size: the box itself when tiled to full resolution."""
+        if self.tiles:
+            return self.box[2] - self.box[0], self.box[3] - self.box[1]
+        return self.units[0].work_size
 
     @property
     def predicted_seconds(self) -> float:
@@ -174,7 +203,7 @@ class RefinePlan:
 
     def summary(self) -> str:
         """``2 scales 384->768, 31 forwards, ~3 min, ~2.1 GiB``."""
-        units = self.units
+        units = tuple(u for u in self.units if u.tile is None)
         if not units:
             return "nothing to refine (empty mask)"
         counts = sorted({u.n_scales for u in units})
@@ -187,6 +216,11 @@ class RefinePlan:
             what = f"{len(scales)} scales {max(scales[0])}->{max(scales[-1])}"
         else:
             what = f"{counts[0]}-{counts[-1]} scales"
+        tiled = [r for r in self.regions if r.tiles]
+        if tiled:
+            finest = max(tiled, key=lambda r: r.work_size[0] * r.work_size[1]).work_size
+            count = sum(r.tiles for r in tiled)
+            what += f" + full resolution to {max(finest)} in {count} tile{'s' if count != 1 else ''}"
         regions = f"{len(self.regions)} regions, " if len(self.regions) > 1 else ""
         return (f"{regions}{what}, {self.forwards} forwards, {_duration(self.predicted_seconds)}, "
                 f"~{format_bytes(self.predicted_peak_bytes)}")
@@ -210,11 +244,15 @@ class RefinePlan:
                 "skipped": image.skipped,
                 "regions": [{
                     "box": list(region.box),
+                    "work_size": list(region.work_size),
+                    "tiles": region.tiles,
                     "units": [{
                         "work_size": list(u.work_size), "scales": [list(s) for s in u.scales], "n_iters": u.n_iters,
                         "checkpoint_rear": u.checkpoint_rear, "forwards": u.forwards,
                         "predicted_seconds": None if math.isnan(u.predicted_seconds) else round(u.predicted_seconds, 2),
                         "predicted_peak_bytes": u.predicted_peak_bytes,
+                        **({"level": u.tile.level, "tile": list(u.tile.window)} if u.tile is not None else
+                           {"level": u.level}),
                     } for u in region.units],
                 } for region in image.regions],
             } for image in self.images],
@@ -308,6 +346,12 @@ class _Fit:
     unit: WorkUnit
     memory_lowered_from: tuple[int, int] | None = None
     plain_estimate: MemoryEstimate | None = None
+    tiles: tuple[WorkUnit, ...] = ()  # full_resolution: the tiles refining the finer levels
+    tile_side: int = 0
+
+    @property
+    def units(self) -> tuple[WorkUnit, ...]:
+        return (self.unit, *self.tiles)
 
 
 class _Planner:
@@ -326,6 +370,8 @@ class _Planner:
         self.fused = fused
         self.timing = timing
         self._profiles: dict[bool, TimeProfile | None] = {}
+        self.holes: Tensor | None = None  # (B, 1, H, W) bool, for the tiles
+        self._level_masks: dict[tuple, list[Tensor]] = {}
 
     # -- cost models ---------------------------------------------------------------------------
 
@@ -374,16 +420,27 @@ class _Planner:
 
     # -- units ---------------------------------------------------------------------------------
 
+    def pyramid_work(self, height: int, width: int, budget: float, single_scale: bool = False) -> tuple[tuple[int, int], int]:
+        """(working size, halvings): the budget size, or with ``full_resolution`` the box halved
+        until it fits the budget (the finer levels are then tiled)."""
+        if not self.settings.full_resolution or single_scale or height * width <= budget:
+            return budget_size(height, width, int(budget)), 0
+        level = 0
+        while (height >> level) * (width >> level) > budget:
+            level += 1
+        return (height >> level, width >> level), level
+
     def unit(self, box: Box, image_scales: int, n_iters: int, area_cap: float | None = None,
-             single_scale: bool = False) -> _Fit:
-        """The unit for ``box``: working size within the budget (and ``area_cap``), fitted to memory."""
+             single_scale: bool = False, image_index: int = 0) -> _Fit:
+        """The unit for ``box``: working size within the budget (and ``area_cap``), fitted to memory;
+        with ``full_resolution`` also the tiles that refine the finer levels up to the box's size."""
         s = self.settings
         height, width = box[2] - box[0], box[3] - box[1]
         budget = s.px_budget if area_cap is None else max(MIN_WORK_AREA, min(s.px_budget, int(area_cap)))
         first: tuple[int, int] | None = None
         plain_estimate = None
         while True:
-            work = budget_size(height, width, budget)
+            work, level = self.pyramid_work(height, width, budget, single_scale)
             first = first or work
             n = 1 if single_scale else self.scales_for(work, image_scales)
             checkpointed, estimate, plain, fits = self.checkpointing(self.padded(work))
@@ -400,8 +457,54 @@ class _Planner:
             budget = smaller
         scales = pyramid_sizes(*work, n)
         seconds = unit_seconds(self.profile(checkpointed), [self.padded(hw) for hw in scales], n_iters, checkpointed)
-        unit = WorkUnit(box, work, scales, n_iters, checkpointed, estimate, seconds)
-        return _Fit(unit, first if work != first else None, plain_estimate)
+        if not level:
+            unit = WorkUnit(box, work, scales, n_iters, checkpointed, estimate, seconds)
+            return _Fit(unit, first if work != first else None, plain_estimate)
+        extra = FULL_SIZE_BYTES_PER_PIXEL * height * width
+        unit = WorkUnit(box, work, scales, n_iters, checkpointed, _plus(estimate, extra), seconds, level=level)
+        side, tiles = self.tiles(box, level, n_iters, budget, image_index, extra)
+        return _Fit(unit, first if work != first else None, plain_estimate, tiles, side)
+
+    def tile_side(self, budget: float) -> tuple[int, bool, MemoryEstimate]:
+        """Tile side (``tile_size``, else the largest square within the budget that fits memory)."""
+        s, multiple = self.settings, self.config.multiple
+        if s.tile_size is not None:
+            side = max(MIN_TILE_SIDE, s.tile_size // multiple * multiple)
+            checkpointed, estimate, _, _ = self.checkpointing(self.padded((side, side)))
+            return side, checkpointed, estimate
+        side = math.isqrt(int(budget)) // multiple * multiple
+        while True:
+            if side < MIN_TILE_SIDE:
+                raise MemoryError(
+                    f"full_resolution: not even a {MIN_TILE_SIDE}x{MIN_TILE_SIDE} tile fits in "
+                    f"~{format_bytes(self.limit or 0)} of free memory (or px_budget {s.px_budget} is too small)")
+            checkpointed, estimate, _, fits = self.checkpointing(self.padded((side, side)))
+            if fits:
+                return side, checkpointed, estimate
+            side = int(side * 0.85) // multiple * multiple
+
+    def tiles(self, box: Box, level: int, n_iters: int, budget: float, image_index: int,
+              extra: int) -> tuple[int, tuple[WorkUnit, ...]]:
+        """The tiles of levels ``level - 1`` .. 0 of ``box`` that hold hole pixels, coarsest first."""
+        assert self.holes is not None
+        side, checkpointed, _ = self.tile_side(budget)
+        key = (image_index, box, level)
+        if key not in self._level_masks:
+            top, left, bottom, right = box
+            crop = self.holes[image_index : image_index + 1, :, top:bottom, left:right].float()
+            self._level_masks[key] = level_masks(crop, level)
+        masks = self._level_masks[key]
+        profile = self.profile(checkpointed)
+        units = []
+        for j in range(level - 1, -1, -1):
+            grid, _ = tile_grid(masks[j][0, 0], side, self.config.multiple, level=j)
+            for tile in grid:
+                padded = self.padded(tile.size)
+                estimate = _plus(self.estimate(padded, checkpointed), extra)
+                seconds = (float("nan") if profile is None
+                           else profile.scale_seconds(padded[0] * padded[1], n_iters, checkpointed))
+                units.append(WorkUnit(box, tile.size, (tile.size,), n_iters, checkpointed, estimate, seconds, tile=tile))
+        return side, tuple(units)
 
     def checkpointing(self, padded: tuple[int, int]) -> tuple[bool, MemoryEstimate, MemoryEstimate, bool]:
         """(checkpoint?, estimate, plain estimate, fits): checkpoint only when that is smaller."""
@@ -423,8 +526,8 @@ class _Planner:
         """``box`` grown onto the grid of its deepest pyramid level (auto: re-checked after growing)."""
         multiple = self.config.multiple
         for _ in range(4):
-            work = budget_size(box[2] - box[0], box[3] - box[1], self.settings.px_budget)
-            grid = multiple * 2 ** (self.scales_for(work, image_scales) - 1)
+            work, level = self.pyramid_work(box[2] - box[0], box[3] - box[1], self.settings.px_budget)
+            grid = multiple * 2 ** (self.scales_for(work, image_scales) - 1 + level)
             grown = ffc.plan.snap_box(box, grid, height, width)
             if grown == box:
                 break
@@ -496,6 +599,7 @@ def plan(
     planner = _Planner(model, settings, device, dtype, free, timing)
     height, width = image.shape[-2:]
     holes = mask.detach() >= MASK_EPS
+    planner.holes = holes
     notes: list[Note] = []
     image_scales = plan_scales(height, width, settings)
     if settings.mode == "paper" and settings.max_seconds is not None:
@@ -519,13 +623,14 @@ def plan(
         fits, n_iters, area_scale, single = _fit_time(planner, layouts, image_scales, fits, notes)
     _memory_notes(planner, fits, notes)
     _scale_notes(planner, fits, notes, height, width)
+    _tile_notes(planner, fits, notes)
 
     images, position = [], 0
     for index, layout in enumerate(layouts):
         if layout is None:
             images.append(ImagePlan(skipped="empty mask"))
             continue
-        regions = tuple(RegionPlan(fit.unit.box, (fit.unit,)) for fit in fits[position : position + len(layout)])
+        regions = tuple(RegionPlan(fit.unit.box, fit.units) for fit in fits[position : position + len(layout)])
         position += len(layout)
         images.append(ImagePlan(regions, hole_pixels=int(holes[index].sum())))
     profile = planner.profile(False) if any(layout for layout in layouts) else None
@@ -559,9 +664,9 @@ def _regions(planner: _Planner, hole: Tensor, image_scales: int, index: int, not
 
 def _fit_all(planner, layouts, image_scales, n_iters, area_scale, single) -> list[_Fit]:
     budget = planner.settings.px_budget
-    return [planner.unit(box, image_scales, n_iters, single_scale=single,
+    return [planner.unit(box, image_scales, n_iters, single_scale=single, image_index=index,
                          area_cap=None if area_scale >= 1 else area_scale * min(_area(box), budget))
-            for layout in layouts if layout for box in layout]
+            for index, layout in enumerate(layouts) if layout for box in layout]
 
 
 def _area(box: Box) -> int:
@@ -569,7 +674,12 @@ def _area(box: Box) -> int:
 
 
 def _seconds(fits: list[_Fit]) -> float:
-    return sum(f.unit.predicted_seconds for f in fits)
+    return sum(u.predicted_seconds for f in fits for u in f.units)
+
+
+def _plus(estimate: MemoryEstimate, extra: int) -> MemoryEstimate:
+    """``estimate`` plus ``extra`` tensor bytes that do not scale with the unit (full-size buffers)."""
+    return replace(estimate, total=estimate.total + extra, fixed=estimate.fixed + extra)
 
 
 def _fit_time(planner, layouts, image_scales, fits, notes) -> tuple[list[_Fit], int, float, bool]:
@@ -620,9 +730,10 @@ def _memory_notes(planner: _Planner, fits: list[_Fit], notes: list[Note]) -> Non
                                       f"~{format_bytes(limit or 0)} usable: checkpointing the rear "
                                       f"(~{format_bytes(unit.predicted_peak_bytes)}, same numbers, slower)"))
         if fit.memory_lowered_from is not None:
+            after = "the finer levels are tiled" if fit.tiles else "the fill is upscaled"
             notes.append(Note("warning", f"{where}{_size(fit.memory_lowered_from)} does not fit in "
                                          f"~{format_bytes(limit or 0)} even with checkpointing; lowering the pixel "
-                                         f"budget to {_size(unit.work_size)} (the fill is upscaled)"))
+                                         f"budget to {_size(unit.work_size)} ({after})"))
         if limit is not None and planner.settings.checkpointing != "auto" and unit.predicted_peak_bytes > limit:
             notes.append(Note("warning", f"{where}{_size(unit.work_size)} needs ~{format_bytes(unit.predicted_peak_bytes)}"
                                          f" but ~{format_bytes(limit)} is usable; it may run out of memory "
@@ -633,7 +744,7 @@ def _scale_notes(planner: _Planner, fits: list[_Fit], notes: list[Note], height:
     if not fits:
         return
     s = planner.settings
-    if all(f.unit.n_scales == 1 for f in fits):
+    if all(f.unit.n_scales == 1 and not f.tiles for f in fits):
         if planner.auto:
             notes.append(Note("warning", "1 scale: the holes' regions are already near LaMa's 256 px training size, "
                                          "refinement would change nothing; this is plain LaMa"))
@@ -644,3 +755,17 @@ def _scale_notes(planner: _Planner, fits: list[_Fit], notes: list[Note], height:
         shown = {f.unit.scales for f in fits}
         text = "; ".join(f"{len(sc)} scales {' -> '.join(str(max(hw)) for hw in sc)}" for sc in sorted(shown)[:3])
         notes.append(Note("info", f"auto: {text} px (coarsest near LaMa's 256 px training size)"))
+
+
+def _tile_notes(planner: _Planner, fits: list[_Fit], notes: list[Note]) -> None:
+    for number, fit in enumerate(fits):
+        if not fit.tiles:
+            continue
+        where = f"region {number}: " if len(fits) > 1 else ""
+        box = fit.unit.box
+        full = (box[2] - box[0], box[3] - box[1])
+        overlap = tile_overlap(fit.tile_side, planner.config.multiple)
+        notes.append(Note("info", (
+            f"{where}full resolution: the pyramid runs up to {_size(fit.unit.work_size)}, then {fit.unit.level} finer "
+            f"level{'s' if fit.unit.level != 1 else ''} up to {_size(full)} in {len(fit.tiles)} tiles of at most "
+            f"{fit.tile_side} px (overlap {overlap} px; tiles without a hole are skipped)")))

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 
 import torch
 
+from .. import ffc
 from .speed import SpeedOptions, validate_speed
 
-__all__ = ["RefineSettings", "MODES", "PRECISIONS", "CHECKPOINTING", "MIN_COARSEST", "AUTO_COARSEST_SIDE"]
+__all__ = ["RefineSettings", "MODES", "PRECISIONS", "CHECKPOINTING", "MIN_COARSEST", "AUTO_COARSEST_SIDE", "MIN_TILE_SIDE"]
 
 # "paper": exactly the settings given (their defaults are the paper's); "auto": the planner picks
 # scales, crop-to-mask, working size and checkpointing for this machine and image (refine/plan.py).
@@ -24,6 +25,8 @@ CHECKPOINTING = ("auto", "on", "off")
 MIN_COARSEST = 16
 # Auto mode puts the coarsest level near LaMa's training resolution (256 px crops).
 AUTO_COARSEST_SIDE = 256
+# full_resolution: the smallest tile side (ffc.tiles: an overlap of 2 x 8 px on both sides leaves a core).
+MIN_TILE_SIDE = ffc.tiles.MIN_TILE_SIDE
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,11 @@ class RefineSettings:
     working size (free memory, ``max_seconds``) and checkpointing; ``min_side``, ``max_scales``,
     ``n_scales`` and ``crop_to_mask`` are then not used. ``px_budget`` caps the working size in
     both modes.
+
+    ``full_resolution=True``: a region above ``px_budget`` is refined at its own size instead of
+    upscaled: the pyramid runs up to the budget, the finer levels tile by tile against the
+    coarser result (:mod:`refine.tiles`); tiles of at most ``px_budget`` pixels that fit the free
+    memory, or ``tile_size`` px squares when set.
     """
 
     n_iters: int = 15
@@ -57,6 +65,8 @@ class RefineSettings:
     mode: str = "paper"
     max_seconds: float | None = None  # auto mode: fit the predicted time into this (None = no limit)
     speed: SpeedOptions = SpeedOptions()  # cuDNN benchmark, TF32, channels_last, compile: see refine.speed
+    full_resolution: bool = False
+    tile_size: int | None = None  # full_resolution: tile side in px (None = from px_budget and free memory)
 
     def validate(self) -> None:
         """Raise ValueError naming the first setting that is out of range."""
@@ -86,6 +96,15 @@ class RefineSettings:
         need(self.max_seconds is None or (_finite(self.max_seconds) and self.max_seconds > 0),
              f"max_seconds: expected None (no limit) or a positive, finite number of seconds, got {self.max_seconds!r}")
         need(not (self.keep_budget_size and self.crop_to_mask), "keep_budget_size cannot be combined with crop_to_mask")
+        need(isinstance(self.full_resolution, bool), f"full_resolution: expected True or False, got {self.full_resolution!r}")
+        need(not (self.keep_budget_size and self.full_resolution),
+             "keep_budget_size (the official reduced output) cannot be combined with full_resolution")
+        need(self.tile_size is None or (isinstance(self.tile_size, int) and not isinstance(self.tile_size, bool)
+                                        and self.tile_size >= MIN_TILE_SIDE),
+             f"tile_size: expected None (from memory) or an integer >= {MIN_TILE_SIDE} px, got {self.tile_size!r}")
+        need(not self.full_resolution or self.tile_size is not None or self.px_budget >= MIN_TILE_SIDE**2,
+             f"px_budget: {self.px_budget} pixels is below one {MIN_TILE_SIDE}x{MIN_TILE_SIDE} tile, the smallest "
+             "full_resolution can use; raise px_budget or set tile_size")
         need(not (self.keep_budget_size and self.mode == "auto"),
              "keep_budget_size needs mode='paper' (auto mode may crop to the holes)")
         validate_speed(self.speed)

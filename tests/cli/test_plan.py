@@ -49,7 +49,22 @@ def test_a_refinement_with_auto_mode_and_a_time_budget_runs(ws, model_file, run_
     assert ws.read("out/photo.png").shape == (400, 400, 3)
 
 
+def test_full_resolution_plans_and_runs_tiles(ws, model_file, run_cli):
+    pair = _pair(ws, 96, 128)
+    options = ["--mode", "refine", "--n-iters", "2", "--min-side", "16", "--px-budget", "3000", "--full-resolution",
+               "--tile-size", "48"]
+    result = run_cli("--model", model_file, *pair, *options, "--plan", "--json")
+    assert result.code == 0, result.err
+    (entry,) = json.loads(result.out)
+    (region,) = entry["plan"]["images"][0]["regions"]
+    assert region["work_size"] == [96, 128] and region["tiles"] > 1
+    result = run_cli("--model", model_file, *pair, "-o", ws.path("out"), *options)
+    assert result.code == 0, result.err
+    assert ws.read("out/photo.png").shape == (96, 128, 3)
+
+
 @pytest.mark.parametrize(("argv", "message"), [
+    (["--tile-size", "8"], "--tile-size"),
     (["--json"], "--json is for --plan"),
     (["--plan"], "--plan needs --model"),
     (["--max-seconds", "0"], "expected a positive, finite number of seconds"),

@@ -97,7 +97,7 @@ def test_executing_a_plan_calls_back_per_forward(small_generator):
         inpaint_with_strategy(small_generator, image[:1], mask[:1], plan=made)
 
 
-def test_memory_guard_uses_crops_then_a_resized_copy():
+def test_memory_guard_uses_crops_then_tiles_or_a_resized_copy():
     # A 6000 x 4000 photo with Big-LaMa needs ~16 GiB for the full-size pass (measured: >14 GB and
     # growing); the same decisions, on a 1500 x 1000 photo with proportionally less memory free:
     assert inference_bytes(BIG_LAMA, 4000, 6000) / 2**30 == pytest.approx(15.7, rel=0.05)
@@ -109,7 +109,13 @@ def test_memory_guard_uses_crops_then_a_resized_copy():
     assert guarded.images[0].strategy == "crop_around_mask" and guarded.predicted_peak_bytes <= 0.9 * free
     assert "original needs ~" in guarded.notes[0].text and "1 crop around the holes instead" in guarded.notes[0].text
     large = _mask(1000, 1500, (50, 50, 950, 1450))
-    resized = plan_inpaint(BIG_LAMA, large, free_bytes=free)
+    tiled = plan_inpaint(BIG_LAMA, large, free_bytes=free)  # original: a global pass plus full-size tiles
+    first, *tiles = tiled.images[0].units
+    assert tiled.images[0].strategy == "original_tiled" and first.resized and first.tile is None
+    assert tiles and all(u.tile is not None and not u.resized for u in tiles)
+    assert tiled.predicted_peak_bytes <= 0.9 * free and tiled.forwards == 1 + len(tiles)
+    assert "for the global structure, then" in tiled.notes[0].text and "full-resolution tiles" in tiled.notes[0].text
+    resized = plan_inpaint(BIG_LAMA, large, strategy="resize_to_limit", resize_limit=1500, free_bytes=free)
     unit = resized.images[0].units[0]
     assert resized.images[0].strategy == "resize_to_limit" and unit.resized and unit.predicted_bytes <= 0.9 * free
     assert "a copy resized to" in resized.notes[0].text

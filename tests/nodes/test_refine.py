@@ -213,3 +213,12 @@ def test_persistent_out_of_memory_propagates(call, comfy, lama, pack_module, mon
     with pytest.raises(comfy.oom_exception):
         _run(call, lama, random_image(1, H, W), box_mask(1, H, W))
     assert len(seen) == 3
+
+
+def test_full_resolution_tiles_above_the_budget(call, comfy, lama, random_image, box_mask):
+    image, mask = random_image(1, 96, 128), box_mask(1, 96, 128, top=20, left=30, size=60)
+    out, _ = _run(call, lama, image, mask, px_budget=10_000, full_resolution=True)
+    keep = (mask == 0)[..., None].expand_as(image)
+    assert out.shape == image.shape and torch.equal(out[keep], image[keep])
+    assert "full resolution to 128 in" in comfy.node_text  # the plan says it tiles
+    assert "full resolution: the pyramid runs up to" in comfy.node_text

@@ -107,13 +107,13 @@ def test_refine_schema(pack, comfy):
     # Saved workflows store widget values by position: new inputs only ever go at the end.
     assert list(inputs) == ["model", "image", "mask", "n_iters", "lr", "min_side", "max_scales", "px_budget",
                             "crop_to_mask", "crop_margin", "early_stop_tol", "precision", "mask_threshold",
-                            "mode", "max_seconds"]
+                            "mode", "max_seconds", "full_resolution"]
     defaults = {name: options.get("default") for name, (_, options) in inputs.items()}
     assert defaults == {"model": None, "image": None, "mask": None, "n_iters": 15, "lr": 0.002, "min_side": 512,
                         "max_scales": 3, "px_budget": 1_800_000, "crop_to_mask": False, "crop_margin": 128,
                         "early_stop_tol": 0.0, "precision": "auto", "mask_threshold": 0.0, "mode": "auto",
-                        "max_seconds": 0.0}
-    assert inputs["crop_to_mask"][0] == "BOOLEAN"
+                        "max_seconds": 0.0, "full_resolution": False}
+    assert inputs["crop_to_mask"][0] == "BOOLEAN" and inputs["full_resolution"][0] == "BOOLEAN"
     assert inputs["precision"][0] == ["auto", "fp32", "bf16"] and inputs["mode"][0] == ["paper", "auto"]
     assert not any("advanced" in options for _, options in inputs.values())  # V1: ordinary inputs
     assert inputs["n_iters"][1]["min"] == 1 and inputs["px_budget"][1]["min"] >= 256
