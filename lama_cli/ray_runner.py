@@ -73,6 +73,9 @@ class ClusterOptions:
     gpus_per_worker: float | None = None  # None: 1 when the cluster has GPUs and the device may be cuda
     timeout_s: float = 30.0  # bound on reaching a cluster
 
+    def __post_init__(self) -> None:
+        _host_port(self.address)  # a malformed address is a usage error before anything starts
+
 
 @dataclass(frozen=True)
 class WorkerSettings:
@@ -454,13 +457,60 @@ class _Batch:
         return infos
 
 
+@contextlib.contextmanager
+def _sigterm_survives_ray() -> Iterator[None]:
+    """Ray turns an exception raised by a signal handler inside its blocking calls into a plain
+    KeyboardInterrupt; note SIGTERM, so that the caller's own exception (exit 143) is raised again."""
+    previous = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread() or not callable(previous):
+        yield
+        return
+    received: list[int] = []
+
+    def note(signum: int, frame) -> None:
+        received.append(signum)
+        previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, note)
+    try:
+        yield
+    except KeyboardInterrupt:
+        if received:
+            previous(signal.SIGTERM, None)  # raises what the caller's handler raises
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_on_cluster(ray, batch: _Batch, settings: WorkerSettings, options: ClusterOptions,
+                    runnable: list[int]) -> list[WorkerInfo]:
+    _connect(ray, options.address, options.timeout_s)
+    try:
+        shape, note = _shape(ray, options, settings.device, len(runnable))
+        if note:
+            batch.reporter.note(note)
+        where = "a local instance" if options.address == LOCAL else options.address
+        settings = replace(settings, model=settings.model.absolute(), output_folder=settings.output_folder.absolute())
+        return batch.run(settings, shape, options, runnable, where)
+    finally:
+        ray.shutdown()
+        # What a killed worker of this host left, if its restarted successor still saw it alive.
+        # Best effort: the next run into the folder removes them as well.
+        with contextlib.suppress(OSError):
+            for name in prepare_output_folder(settings.output_folder):
+                batch.reporter.note(f"removed {name}: a temporary file left by a killed worker")
+
+
 def run_batch_on_ray(jobs: list[Job], settings: WorkerSettings, options: ClusterOptions, reporter: ProgressReporter,
                      summary: Summary) -> list[WorkerInfo]:
     """Run ``jobs`` on Ray workers, appending outcomes to ``summary`` as they finish; the summary ends
     in job order, like the local run's. Returns the workers' final statistics.
 
     Jobs already failed or skipped at planning are reported without starting Ray. The output
-    folder must exist (the caller prepares it).
+    folder must exist (the caller prepares it). ``ray.init`` leaves process-wide state behind
+    (environment variables such as RAY_AUTH_MODE, inherited by child processes; internal state):
+    after a local instance, a later run that joins a cluster from the same Python process fails,
+    so run each in its own process, as ``python -m lama_cli`` does.
 
     Raises:
         UsageError: Ray is not installed, or the options cannot work on this cluster.
@@ -475,17 +525,8 @@ def run_batch_on_ray(jobs: list[Job], settings: WorkerSettings, options: Cluster
             batch.record(index, run_job(job, None, None, settings.output_format))
     infos: list[WorkerInfo] = []
     if runnable:
-        _connect(ray, options.address, options.timeout_s)
-        try:
-            shape, note = _shape(ray, options, settings.device, len(runnable))
-            if note:
-                reporter.note(note)
-            where = "a local instance" if options.address == LOCAL else options.address
-            settings = replace(settings, model=settings.model.absolute(),
-                               output_folder=settings.output_folder.absolute())
-            infos = batch.run(settings, shape, options, runnable, where)
-        finally:
-            ray.shutdown()
+        with _sigterm_survives_ray():
+            infos = _run_on_cluster(ray, batch, settings, options, runnable)
     batch.in_job_order()
     for info in infos:
         reporter.note(f"Ray worker {info.host}:{info.pid}: {info.files} files, peak memory "
