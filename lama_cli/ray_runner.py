@@ -229,7 +229,8 @@ def _probe(address: str, timeout_s: float) -> None:
     except OSError as err:
         reason = err.strerror or str(err) or type(err).__name__
         raise ClusterError(f"--ray {address}: cannot reach a Ray cluster at {target[0]}:{target[1]} within "
-                           f"{timeout_s:g} s ({reason}); is its head running (ray start --head) and the port open?") from err
+                           f"{timeout_s:g} s ({reason}); is its head running (ray start --head) and the port "
+                           "open?") from err
 
 
 class _NotFromThisThread(logging.Filter):
@@ -352,12 +353,19 @@ def _log_again(records: tuple[_LogRecord, ...], seen: set[_LogRecord]) -> None:
 
 
 class _Batch:
-    """The driver's loop: each worker gets the next job when it finishes one."""
+    """The driver's loop: each worker gets the next job when it has finished one (one in flight
+    per worker, so a failed task names the file its worker was processing)."""
 
     def __init__(self, ray, jobs: list[Job], reporter: ProgressReporter, summary: Summary) -> None:
         self.ray, self.jobs, self.reporter, self.summary = ray, jobs, reporter, summary
         self.order: dict[int, int] = {}  # id(outcome) -> job index
-        self.seen: set[_LogRecord] = set()
+        self.seen: set[_LogRecord] = set()  # warnings already logged again
+        self.queue: deque[int] = deque()  # job indices not yet given to a worker
+        self.remote_jobs: dict[int, Job] = {}
+        self.starting: dict = {}  # info ref -> (actor, restarted): workers not (or no longer) up
+        self.busy: dict = {}  # process ref -> (actor, job index)
+        self.first: dict = {}  # actor -> its WorkerInfo when it first came up
+        self.shape_text = ""  # the line that announces the workers; .format(device=..., dtype=...)
 
     def record(self, index: int, outcome: Outcome) -> None:
         job = self.jobs[index]
@@ -369,88 +377,89 @@ class _Batch:
     def in_job_order(self) -> None:
         self.summary.outcomes.sort(key=lambda outcome: self.order[id(outcome)])
 
-    def result(self, ref, job: Job) -> tuple[Outcome, bool]:
-        """The job's outcome, and whether its worker died."""
-        ray = self.ray
-        try:
-            outcome, records = ray.get(ref)
-        except ray.exceptions.RayTaskError as err:  # an exception run_job does not turn into a failed file
-            cause = err.cause if isinstance(err.cause, BaseException) else err
-            return Outcome(job.name, FAILED, f"{type(cause).__name__}: {_first_line(cause)}"), False
-        except ray.exceptions.RayError as err:  # the worker died RETRIES_PER_FILE + 1 times, or for good
-            return Outcome(job.name, FAILED, f"its Ray worker died ({_first_line(err)}); tried up to "
-                                             f"{RETRIES_PER_FILE + 1} times"), True
-        _log_again(records, self.seen)
-        return outcome, False
-
     def run(self, settings: WorkerSettings, shape: _Shape, options: ClusterOptions, runnable: list[int],
             where: str) -> list[WorkerInfo]:
+        """Start ``shape.workers`` workers and run the ``runnable`` jobs; the workers' final statistics."""
         ray = self.ray
         worker_class = ray.remote(LamaWorker).options(
             num_cpus=options.cpus_per_worker, num_gpus=shape.gpus,
             max_restarts=RESTARTS_PER_WORKER, max_task_retries=RETRIES_PER_FILE,
         )
         settings = replace(settings, device=shape.device, threads=options.cpus_per_worker)
-        remote_jobs = {index: _absolute(self.jobs[index]) for index in runnable}
+        self.remote_jobs = {index: _absolute(self.jobs[index]) for index in runnable}
+        self.queue = deque(runnable)
         actors = [worker_class.remote(settings) for _ in range(shape.workers)]
-        starting = {actor.info.remote(): (actor, False) for actor in actors}  # ref -> (actor, restarted)
-        busy: dict = {}  # task ref -> (actor, job index)
-        first: dict = {}  # actor -> its WorkerInfo when it first came up
-        queue = deque(runnable)
-
-        def give_work(actor) -> None:
-            if queue:
-                index = queue.popleft()
-                busy[actor.process.remote(remote_jobs[index])] = (actor, index)
-
+        self.starting = {actor.info.remote(): (actor, False) for actor in actors}
+        workers, cpus = shape.workers, options.cpus_per_worker
+        self.shape_text = (f"{settings.mode} on Ray ({where}): {workers} worker{'s' if workers > 1 else ''} on "
+                           f"{{device}} ({{dtype}}), {cpus} CPU{'s' if cpus > 1 else ''} and {shape.gpus:g} GPU each")
         try:
-            while queue or busy:
-                if not starting and not busy:
-                    for index in queue:
+            while self.queue or self.busy:
+                if not self.starting and not self.busy:
+                    for index in self.queue:
                         self.record(index, Outcome(self.jobs[index].name, FAILED, "not run: no Ray worker is left"))
                     break
-                done, _ = ray.wait([*starting, *busy], num_returns=1, timeout=_POLL_S)
+                done, _ = ray.wait([*self.starting, *self.busy], num_returns=1, timeout=_POLL_S)
                 for ref in done:
-                    if ref in starting:
-                        actor, restarted = starting.pop(ref)
-                        try:
-                            info = ray.get(ref)
-                        except ray.exceptions.RayError as err:
-                            what = "died and cannot be restarted" if restarted else "could not start"
-                            log.warning("a Ray worker %s: %s", what, _first_line(err))
-                            continue
-                        if info.error:
-                            raise ClusterError(f"{info.error} (Ray worker on {info.host})")
-                        _log_again(info.log, self.seen)
-                        if not first:
-                            self.reporter.note(f"model: {info.model}")
-                            self.reporter.note(
-                                f"{settings.mode} on Ray ({where}): {shape.workers} worker{'s' if shape.workers > 1 else ''}"
-                                f" on {info.device} ({info.dtype}), {options.cpus_per_worker} CPU"
-                                f"{'s' if options.cpus_per_worker > 1 else ''} and {shape.gpus:g} GPU each")
-                        first.setdefault(actor, info)
-                        give_work(actor)
+                    if ref in self.starting:
+                        self._worker_up(ref)
                     else:
-                        actor, index = busy.pop(ref)
-                        outcome, died = self.result(ref, self.jobs[index])
-                        self.record(index, outcome)
-                        if died:  # back when Ray has restarted it; dropped if it is dead for good
-                            starting[actor.info.remote()] = (actor, True)
-                        else:
-                            give_work(actor)
-            return self._final_infos(first)
+                        self._job_done(ref)
+            return self._final_infos()
         finally:
             for actor in actors:
                 ray.kill(actor, no_restart=True)
 
-    def _final_infos(self, first: dict) -> list[WorkerInfo]:
+    def _give_work(self, actor) -> None:
+        if self.queue:
+            index = self.queue.popleft()
+            self.busy[actor.process.remote(self.remote_jobs[index])] = (actor, index)
+
+    def _worker_up(self, ref) -> None:
+        ray = self.ray
+        actor, restarted = self.starting.pop(ref)
+        try:
+            info = ray.get(ref)
+        except ray.exceptions.RayError as err:
+            log.warning("a Ray worker %s: %s", "died and cannot be restarted" if restarted else "could not start",
+                        _first_line(err))
+            return
+        if info.error:
+            raise ClusterError(f"{info.error} (Ray worker on {info.host})")
+        _log_again(info.log, self.seen)
+        if not self.first:
+            self.reporter.note(f"model: {info.model}")
+            self.reporter.note(self.shape_text.format(device=info.device, dtype=info.dtype))
+        self.first.setdefault(actor, info)
+        self._give_work(actor)
+
+    def _job_done(self, ref) -> None:
+        ray = self.ray
+        actor, index = self.busy.pop(ref)
+        job = self.jobs[index]
+        try:
+            outcome, records = ray.get(ref)
+        except ray.exceptions.RayTaskError as err:  # an exception run_job does not turn into a failed file
+            cause = err.cause if isinstance(err.cause, BaseException) else err
+            self.record(index, Outcome(job.name, FAILED, f"{type(cause).__name__}: {_first_line(cause)}"))
+        except ray.exceptions.RayError as err:  # its worker died RETRIES_PER_FILE + 1 times, or for good
+            self.record(index, Outcome(job.name, FAILED, f"its Ray worker died ({_first_line(err)}); "
+                                                         f"tried up to {RETRIES_PER_FILE + 1} times"))
+            self.starting[actor.info.remote()] = (actor, True)  # back once restarted; dropped if dead for good
+            return
+        else:
+            _log_again(records, self.seen)
+            self.record(index, outcome)
+        self._give_work(actor)
+
+    def _final_infos(self) -> list[WorkerInfo]:
         ray = self.ray
         try:
-            infos = ray.get([actor.info.remote() for actor in first], timeout=30)
+            infos = ray.get([actor.info.remote() for actor in self.first], timeout=30)
         except ray.exceptions.RayError as err:  # a worker gone at the very end: no statistics, outputs are safe
             log.warning("could not collect the Ray workers' statistics: %s", _first_line(err))
             return []
-        for before, now in zip(first.values(), infos):
+        for before, now in zip(self.first.values(), infos):
             if now.pid != before.pid:
                 self.reporter.note(f"Ray worker {before.host}:{before.pid} died and was restarted as pid {now.pid}; "
                                    "its file was retried")

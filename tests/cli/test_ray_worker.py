@@ -137,7 +137,8 @@ def test_warnings_logged_while_processing_are_returned(ws, model_file, monkeypat
         return real_run_job(*args, **kwargs)
 
     monkeypatch.setattr(lama_cli.ray_runner, "run_job", run_job_that_warns)
-    outcome, records = LamaWorker(_settings(model_file, ws.path("out"))).process(_jobs(ws.path("in"), ws.path("out"))[0])
+    worker = LamaWorker(_settings(model_file, ws.path("out")))
+    outcome, records = worker.process(_jobs(ws.path("in"), ws.path("out"))[0])
 
     assert outcome.status == DONE
     assert records == (("refine.api", logging.WARNING, "LaMa refine: lowering the pixel budget"),)
