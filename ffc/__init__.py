@@ -10,22 +10,29 @@ node pack. Typical use::
 
 from __future__ import annotations
 
+from .cancel import Cancelled, cancel_points
 from .checkpoint import CheckpointError, ModelInfo, canonicalize, detect_format, load_generator, read_tensors
 from .fast import FastLamaGenerator, fuse_for_inference
 from .generator import BIG_LAMA, LAMA_FOURIER, LamaConfig, LamaGenerator, config_from_state_dict
-from . import checks, masks, strategies
+from .variants import VARIANTS, Variant
+from . import cancel, checks, masks, mpe, plan, strategies, variants
 from .inference import MIN_SIZE, binarize, composite, inpaint, pad_symmetric, padded_size, predict
 
 __all__ = [
     "BIG_LAMA",
+    "Cancelled",
     "LAMA_FOURIER",
     "MIN_SIZE",
+    "VARIANTS",
+    "Variant",
     "CheckpointError",
     "FastLamaGenerator",
     "LamaConfig",
     "LamaGenerator",
     "ModelInfo",
     "binarize",
+    "cancel",
+    "cancel_points",
     "canonicalize",
     "checks",
     "composite",
@@ -35,9 +42,12 @@ __all__ = [
     "inpaint",
     "load_generator",
     "masks",
+    "mpe",
     "pad_symmetric",
+    "plan",
     "padded_size",
     "predict",
     "read_tensors",
     "strategies",
+    "variants",
 ]

@@ -15,7 +15,10 @@ imported) and rebuilds tensors from the stored bytes itself. ``torch.load`` and
 ``torch.jit.load`` are never called: the latter compiles a TorchScript file's code and runs its
 modules' ``__setstate__``, which can write files or never return.
 
-The canonical layout is ``model.<index>.<path>`` (``LamaGenerator.state_dict()``).
+Which LaMa a file holds (Big-LaMa, LaMa-Fourier, LaMa-MPE, manga-image-translator's lama_large, ...)
+is decided from tensor names and shapes by :mod:`ffc.variants`; tensors no known model uses are
+reported in :class:`ModelInfo`, never dropped silently. The canonical layout is
+``model.<index>.<path>`` plus ``mpe.*`` for LaMa-MPE (``LamaGenerator.state_dict()``).
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,8 +33,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from . import torch_files
-from .generator import LamaConfig, LamaGenerator, config_from_state_dict
+from . import torch_files, variants
+from .errors import CheckpointError
+from .generator import LamaConfig, LamaGenerator
+from .variants import Detection
 
 __all__ = [
     "CheckpointError",
@@ -42,6 +46,7 @@ __all__ = [
     "canonicalize",
     "load_generator",
     "generator_from_state_dict",
+    "generator_from_detection",
     "file_sha256",
 ]
 
@@ -49,15 +54,8 @@ log = logging.getLogger(__name__)
 
 # Metadata key our converter writes into canonical safetensors files.
 FORMAT_TAG = "lama-ffc-canonical/1"
-
-# The init convolution's weight: every LaMa generator has exactly one, whatever wraps it.
-_ANCHOR = "1.ffc.convl2l.weight"
-# Wrappers seen in the wild, most specific first (used only to break ties).
-_KNOWN_PREFIXES = ("model.generator.model.", "generator.model.", "model.model.", "model.", "")
-
-
-class CheckpointError(ValueError):
-    """A file that cannot be read as a LaMa generator; the message names the file."""
+# How many unknown tensor names a one-line description lists.
+_SHOWN_UNUSED = 3
 
 
 @dataclass(frozen=True)
@@ -69,12 +67,23 @@ class ModelInfo:
     key_prefix: str  # what preceded "<index>." in the file, e.g. "generator.model."
     config: LamaConfig
     parameters: int
-    ignored_keys: int = 0
+    ignored_keys: int = 0  # known training state (discriminator, evaluator, loss networks, optimizer)
     metadata: dict[str, str] = field(default_factory=dict)
+    variant: str = ""  # display name, e.g. "Big-LaMa" or "LaMa-MPE"
+    variant_id: str = ""  # stable id from ffc.variants.VARIANTS, e.g. "big-lama", "lama-mpe"
+    refinable: bool = True  # the network splits into front and rear (multiscale refinement works)
+    unused_keys: tuple[str, ...] = ()  # tensors the loader does not know, as named in the file
+    part_prefixes: dict[str, str] = field(default_factory=dict)  # e.g. {"mpe": "str_state_dict."}
 
     @property
-    def variant(self) -> str:
-        return self.config.variant
+    def warnings(self) -> list[str]:
+        """What a UI should show next to the model (empty when everything in the file was used)."""
+        if not self.unused_keys:
+            return []
+        shown = ", ".join(self.unused_keys[:_SHOWN_UNUSED])
+        more = f" and {len(self.unused_keys) - _SHOWN_UNUSED} more" if len(self.unused_keys) > _SHOWN_UNUSED else ""
+        return [f"{len(self.unused_keys)} tensor(s) in the file are not part of any model the loader knows and were "
+                f"not used: {shown}{more}"]
 
     def describe(self) -> str:
         """One line for logs and UIs."""
@@ -82,11 +91,15 @@ class ModelInfo:
         # Metadata is the file's text: shown only when it is one of our format names.
         known = origin in ("safetensors", "torchscript", "lightning-ckpt", "torch-pickle")
         via = f", converted from {origin}" if known and self.source_format == "safetensors" else ""
-        extra = f", {self.ignored_keys} non-generator tensors ignored" if self.ignored_keys else ""
-        return (
+        mpe = self.part_prefixes.get("mpe")
+        parts = f", MPE '{mpe}*'" if mpe is not None else ""
+        extra = f", {self.ignored_keys} training tensors ignored" if self.ignored_keys else ""
+        refine = "refinable" if self.refinable else "not refinable"
+        line = (
             f"{self.variant}: {self.config.n_blocks} blocks, {self.parameters:,} parameters, "
-            f"{self.source_format} file{via} (keys '{self.key_prefix}<i>.*'){extra}"
+            f"{self.source_format} file{via} (keys '{self.key_prefix}<i>.*'{parts}), {refine}{extra}"
         )
+        return "; ".join([line, *self.warnings])
 
 
 def detect_format(path: str) -> str:
@@ -161,91 +174,99 @@ def read_tensors(path: str) -> tuple[dict[str, Tensor], str, dict[str, str]]:
 
 
 def canonicalize(tensors: Mapping[str, Tensor], path: str = "<state dict>") -> tuple[dict[str, Tensor], str, int]:
-    """Map a LaMa state dict with any wrapper prefix to canonical ``model.<i>.*`` keys.
+    """Map a LaMa generator with any wrapper prefix to canonical ``model.<i>.*`` keys.
 
-    The prefix is whatever precedes ``1.ffc.convl2l.weight`` (the init conv); keys without it
-    (discriminator, evaluator, optimizer) are dropped and counted.
+    The prefix is whatever precedes ``1.ffc.convl2l.weight`` (the init conv); other keys
+    (discriminator, evaluator, optimizer, an MPE module) are left out and counted.
+    :func:`ffc.variants.detect` is the full analysis (every part, leftovers by kind).
 
     Returns:
-        (canonical tensors, detected prefix, number of ignored keys)
+        (canonical tensors, detected prefix, number of keys left out)
     """
-    prefixes = [k[: -len(_ANCHOR)] for k in tensors if k.endswith(_ANCHOR)]
-    prefixes = [p for p in prefixes if p == "" or p.endswith(".")]
-    if not prefixes:
-        sample = ", ".join(sorted(tensors)[:3])
-        raise CheckpointError(
-            f"{path}: not a LaMa generator (no tensor named '...{_ANCHOR}', the FFC input convolution; "
-            f"found {len(tensors)} tensors such as {sample})"
-        )
-    if len(prefixes) > 1:
-        ranked = [p for p in _KNOWN_PREFIXES if p in prefixes]
-        if not ranked:
-            raise CheckpointError(f"{path}: several generators in one file ({', '.join(sorted(prefixes))}); convert one")
-        prefixes = ranked[:1]
-    prefix = prefixes[0]
-    index = re.compile(re.escape(prefix) + r"(\d+\..+)$")
+    prefix = variants.locate_generator(tensors, path)
     canonical = {}
     for key, value in tensors.items():
-        match = index.match(key)
-        if match:
-            canonical["model." + match.group(1)] = value
+        rest = variants.GENERATOR.rest(key, prefix)
+        if rest is not None:
+            canonical["model." + rest] = value
     return canonical, prefix, len(tensors) - len(canonical)
 
 
-def generator_from_state_dict(
-    state: Mapping[str, Tensor], path: str = "<state dict>"
-) -> LamaGenerator:
-    """Build a generator whose configuration matches ``state`` and load it strictly.
+def generator_from_detection(detection: Detection, path: str = "<state dict>") -> LamaGenerator:
+    """Build the detected variant and load its tensors strictly.
+
+    Raises:
+        CheckpointError: naming the file, the variant and the first missing, unexpected or
+            mis-shaped tensor (as it is named in the file).
+    """
+    state, name = detection.state, detection.name
+    generator = LamaGenerator(detection.config)
+    expected = generator.state_dict()
+    for key, tensor in expected.items():
+        if key not in state:
+            raise CheckpointError(
+                f"{path}: looks like {name} but tensor '{detection.file_key(key)}' is missing "
+                f"(expected shape {list(tensor.shape)})"
+            )
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            raise CheckpointError(
+                f"{path}: looks like {name} but tensor '{detection.file_key(key)}' has shape {list(state[key].shape)}, "
+                f"expected {list(tensor.shape)}"
+            )
+    for key in state:
+        if key not in expected:
+            raise CheckpointError(
+                f"{path}: looks like {name} but has tensor '{detection.file_key(key)}', which that network does not "
+                "have (an unsupported LaMa variant?)"
+            )
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{path}: tensor '{detection.file_key(key)}' contains NaN or infinite values (corrupt file?)")
+    generator.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
+    return generator.eval().requires_grad_(False)
+
+
+def generator_from_state_dict(state: Mapping[str, Tensor], path: str = "<state dict>") -> LamaGenerator:
+    """Build a generator whose configuration matches canonical ``state`` and load it strictly.
 
     Raises:
         CheckpointError: naming the first missing, unexpected or mis-shaped tensor.
     """
-    try:
-        config = config_from_state_dict(state)
-    except ValueError as err:
-        raise CheckpointError(f"{path}: {err}") from err
-    generator = LamaGenerator(config)
-    expected = generator.state_dict()
-    for key, tensor in expected.items():
-        if key not in state:
-            raise CheckpointError(f"{path}: missing generator tensor '{key}' (expected shape {list(tensor.shape)})")
-        if tuple(state[key].shape) != tuple(tensor.shape):
-            raise CheckpointError(
-                f"{path}: tensor '{key}' has shape {list(state[key].shape)}, expected {list(tensor.shape)}"
-            )
-    for key in state:
-        if key not in expected:
-            raise CheckpointError(f"{path}: unexpected generator tensor '{key}' (unsupported LaMa variant?)")
-    for key, tensor in state.items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise CheckpointError(f"{path}: tensor '{key}' contains NaN or infinite values (corrupt file?)")
-    generator.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
-    return generator.eval().requires_grad_(False)
+    return generator_from_detection(variants.detect(state, path), path)
 
 
 def load_generator(path: str | os.PathLike[str]) -> tuple[LamaGenerator, ModelInfo]:
     """Load any supported LaMa file as a float32 CPU :class:`LamaGenerator` in eval mode.
 
     The returned generator's parameters do not require grad (inference and refinement only
-    need gradients with respect to features).
+    need gradients with respect to features). Tensors the loader does not know are listed in
+    ``info.unused_keys`` (and logged as a warning), never dropped silently.
 
     Raises:
-        CheckpointError: unreadable, truncated or non-LaMa files, and missing or mis-shaped keys.
+        CheckpointError: unreadable, truncated, non-LaMa or unsupported files, and missing or
+            mis-shaped tensors (naming the file, the variant and the tensor).
     """
     path = os.fspath(path)
     tensors, source_format, metadata = read_tensors(path)
-    canonical, prefix, ignored = canonicalize(tensors, path)
-    generator = generator_from_state_dict(canonical, path)
+    detection = variants.detect(tensors, path)
+    generator = generator_from_detection(detection, path)
     info = ModelInfo(
         path=path,
         source_format=source_format,
-        key_prefix=prefix,
+        key_prefix=detection.prefixes["generator"],
         config=generator.config,
         parameters=generator.num_parameters(),
-        ignored_keys=ignored,
+        ignored_keys=len(detection.ignored),
         metadata=metadata,
+        variant=detection.name,
+        variant_id=detection.variant.id,
+        refinable=detection.variant.refinable,
+        unused_keys=detection.unused,
+        part_prefixes=dict(detection.prefixes),
     )
     log.info("Loaded %s: %s", os.path.basename(path), info.describe())
+    for warning in info.warnings:
+        log.warning("%s: %s", os.path.basename(path), warning)
     return generator, info
 
 

@@ -3,8 +3,9 @@
     python -m ffc.convert big-lama.pt big-lama.safetensors
     python -m ffc.convert big-lama/models/best.ckpt big-lama.safetensors
 
-The output holds only the generator (canonical ``model.<i>.*`` keys, float32, BatchNorm
-``num_batches_tracked`` as int64) plus metadata: variant, source format and source SHA-256.
+The output holds only the model (canonical ``model.<i>.*`` keys, plus ``mpe.*`` for LaMa-MPE;
+float32, BatchNorm ``num_batches_tracked`` as int64) plus metadata: variant, source format and
+source SHA-256.
 Loading it needs neither pickle nor TorchScript.
 """
 
@@ -29,6 +30,7 @@ def save_canonical(generator: LamaGenerator, info: ModelInfo, out_path: str, sou
     metadata = {
         "format": FORMAT_TAG,
         "variant": info.variant,
+        "variant_id": info.variant_id,
         "n_blocks": str(info.config.n_blocks),
         "parameters": str(info.parameters),
         "source_format": info.metadata.get("source_format", info.source_format),

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
-from .generator import LamaConfig, LamaGenerator
+from .generator import LamaConfig, LamaGenerator, run_front
 from .layers import ConcatTuple, FFCBnAct, FFCResBlock, FourierUnit, spectral_conv
 
 __all__ = ["FastLamaGenerator", "fuse_for_inference"]
@@ -180,19 +180,19 @@ class _FusedFFC(nn.Module):
         if ffc.convl2g is not None:
             weights.append(_scaled(ffc.convl2g.weight, scale_g))
             biases.append(shift_g)
-        self.local_conv = nn.Parameter(torch.cat(weights), requires_grad=False)
-        self.local_bias = nn.Parameter(torch.cat(biases), requires_grad=False)
+        # Every weight sits in a leaf module: ComfyUI's ModelPatcher moves and counts only those.
+        self.local_conv = _Conv(torch.cat(weights), torch.cat(biases), stride=self.stride)
 
         self.global_conv = None
         if ffc.convg2l is not None:
-            self.global_conv = nn.Parameter(_scaled(ffc.convg2l.weight, scale_l), requires_grad=False)
+            self.global_conv = _Conv(_scaled(ffc.convg2l.weight, scale_l), None, stride=self.stride)
         self.spectral = None
         if ffc.convg2g is not None:
             st = ffc.convg2g
             scale1, shift1 = _bn_scale_shift(st.conv1[1])
             self.spectral_in = _Conv(_scaled(st.conv1[0].weight, scale1), shift1)
             self.spectral = _FusedFourierUnit(st.fu)
-            self.spectral_out = nn.Parameter(_scaled(st.conv2.weight, scale_g), requires_grad=False)
+            self.spectral_out = _Conv(_scaled(st.conv2.weight, scale_g), None)
 
     def _pad(self, x: Tensor) -> Tensor:
         p = self.padding
@@ -200,14 +200,14 @@ class _FusedFFC(nn.Module):
 
     def forward(self, x: Tensor | tuple[Tensor, Tensor | None]) -> tuple[Tensor | None, Tensor | None]:
         x_l, x_g = x if isinstance(x, tuple) else (x, None)
-        merged = _conv(self._pad(x_l), self.local_conv, self.local_bias, self.stride)
+        merged = self.local_conv(self._pad(x_l))
         out_l = merged[:, : self.out_local] if self.out_local else None
         out_g = merged[:, self.out_local :] if self.out_global else None
         if self.global_conv is not None and x_g is not None:
-            out_l = out_l + _conv(self._pad(x_g), self.global_conv, None, self.stride)
+            out_l = out_l + self.global_conv(self._pad(x_g))
         if self.spectral is not None and x_g is not None:
             s = _relu(self.spectral_in(x_g))
-            s = _conv(s + self.spectral(s), self.spectral_out)
+            s = self.spectral_out(s + self.spectral(s))
             out_g = out_g + s
         # Fresh sums or disjoint channel views of ``merged``: safe to rectify in place without autograd.
         return (_relu(out_l) if out_l is not None else None), (_relu(out_g) if out_g is not None else None)
@@ -265,6 +265,8 @@ class FastLamaGenerator(nn.Module):
                     raise TypeError(f"fuse_for_inference: unexpected module {type(m).__name__} at index {i}")
                 i += 1
         self.body = nn.Sequential(*layers).requires_grad_(False)
+        # The masking positional encoding (LaMa-MPE) holds no BatchNorm: used as it is.
+        self.mpe = copy.deepcopy(generator.mpe).requires_grad_(False) if generator.mpe is not None else None
         if channels_last:
             self.body = self.body.to(memory_format=torch.channels_last)
         self.eval()  # new modules start in training mode; there is no BatchNorm left, but callers check
@@ -272,12 +274,16 @@ class FastLamaGenerator(nn.Module):
     def _first_block(self) -> int:
         return self.config.first_block_index
 
+    @property
+    def refinable(self) -> bool:
+        """Whether the network splits into ``front`` and ``rear`` (as :attr:`LamaGenerator.refinable`)."""
+        return True
+
     def front(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Encoder -> (local, global) features at H/8, as :meth:`LamaGenerator.front`."""
+        """Encoder (+ MPE) -> (local, global) features at H/8, as :meth:`LamaGenerator.front`."""
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        local, global_ = self.body[: self._first_block()](x)
-        return local, global_
+        return run_front(self.body, self.mpe, x, self._first_block())
 
     def rear(self, features: tuple[Tensor, Tensor]) -> Tensor:
         """Residual blocks and decoder -> prediction in (0, 1), NCHW-contiguous."""

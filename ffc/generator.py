@@ -5,7 +5,11 @@ Module indices, and hence state-dict keys, follow ``docs/lama-reference.md`` §1
     0 pad · 1 init conv · 2..1+D downsampling · blocks · concat · D x (convT, BN, ReLU) · pad · conv · sigmoid
 
 The configuration is read from tensor shapes (:func:`config_from_state_dict`), never from file
-names, so Big-LaMa, LaMa-Fourier, the CelebA models and the tiny test generator all load strictly.
+names, so Big-LaMa, LaMa-Fourier, the CelebA models, LaMa-MPE and the tiny test generator all load
+strictly. LaMa-MPE adds the masking positional encoding (:mod:`ffc.mpe`, keys ``mpe.*``) to the
+input convolution's output; it is computed from the input's mask channel, so every caller keeps
+passing ``cat(image * (1 - hole), hole)``. Which released model a configuration is, is decided in
+:mod:`ffc.variants`.
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ from dataclasses import dataclass, replace
 from torch import Tensor, nn
 
 from .layers import FFCBnAct, FFCResBlock, ConcatTuple, FeatureTuple
+from .mpe import MaskPositionalEncoding
 
-__all__ = ["LamaConfig", "LamaGenerator", "config_from_state_dict", "BIG_LAMA", "LAMA_FOURIER"]
+__all__ = ["LamaConfig", "LamaGenerator", "config_from_state_dict", "run_front", "BIG_LAMA", "LAMA_FOURIER"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,8 @@ class LamaConfig:
     out_channels: int = 3
     max_features: int = 1024
     global_ratio: float = 0.75
+    # Rows of the masking positional encoding's position table (LaMa-MPE: 128); 0 = no MPE.
+    mpe_positions: int = 0
 
     def features(self, level: int) -> int:
         """Channels after ``level`` downsamplings."""
@@ -56,14 +63,8 @@ class LamaConfig:
         return 2**self.n_downsampling
 
     @property
-    def variant(self) -> str:
-        shape = (self.ngf, self.n_downsampling, self.bottleneck_global, self.in_channels, self.out_channels)
-        if shape == (64, 3, 384, 4, 3):
-            if self.n_blocks == 18:
-                return "Big-LaMa"
-            if self.n_blocks == 9:
-                return "LaMa-Fourier"
-        return f"FFC generator (ngf {self.ngf}, {self.n_blocks} blocks)"
+    def has_mpe(self) -> bool:
+        return self.mpe_positions > 0
 
 
 BIG_LAMA = LamaConfig()
@@ -75,7 +76,8 @@ class LamaGenerator(nn.Module):
 
     H and W must be multiples of ``config.multiple`` (8); :mod:`ffc.inference` pads for you.
     ``front`` and ``rear`` split the network before the first residual block, which is where the
-    multiscale refinement optimises features.
+    multiscale refinement optimises features. With ``config.mpe_positions`` the last input channel
+    must be the binary hole mask: the masking positional encoding is computed from it in ``front``.
     """
 
     def __init__(self, config: LamaConfig = BIG_LAMA) -> None:
@@ -104,12 +106,17 @@ class LamaGenerator(nn.Module):
             ]
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(c.ngf, c.out_channels, kernel_size=7), nn.Sigmoid()]
         self.model = nn.Sequential(*layers)
+        self.mpe = MaskPositionalEncoding(c.mpe_positions, c.ngf) if c.has_mpe else None
+
+    @property
+    def refinable(self) -> bool:
+        """Whether the network splits into ``front`` and ``rear`` (every LaMa variant does)."""
+        return True
 
     def front(self, x: Tensor) -> FeatureTuple:
-        """Encoder: padding, init conv, downsampling -> (local, global) features at H/8."""
+        """Encoder: padding, init conv (+ MPE), downsampling -> (local, global) features at H/8."""
         self._check_input(x)
-        local, global_ = self.model[: self.config.first_block_index](x)
-        return local, global_
+        return run_front(self.model, self.mpe, x, self.config.first_block_index)
 
     def rear(self, features: FeatureTuple) -> Tensor:
         """Residual blocks, concat and decoder -> prediction in (0, 1)."""
@@ -130,6 +137,21 @@ class LamaGenerator(nn.Module):
                 f"generator input: H and W must be multiples of {c.multiple}, got {tuple(x.shape[-2:])}; "
                 "use ffc.inpaint(), which pads"
             )
+
+
+def run_front(body: nn.Sequential, mpe: MaskPositionalEncoding | None, x: Tensor, first_block: int) -> FeatureTuple:
+    """``body[:first_block](x)``, with the masking positional encoding added after the input conv.
+
+    Shared by :class:`LamaGenerator` and the fused fast model, whose bodies have the same indices
+    up to the first residual block (0 padding, 1 input conv, then the downsampling layers).
+    """
+    if mpe is None:
+        local, global_ = body[:first_block](x)
+        return local, global_
+    local, global_ = body[:2](x)  # the input conv has no global part
+    local = mpe.add_to(local, x[:, -1:])
+    local, global_ = body[2:first_block]((local, global_))
+    return local, global_
 
 
 _INDEX = re.compile(r"^model\.(\d+)\.")
@@ -171,6 +193,16 @@ def config_from_state_dict(state: Mapping[str, Tensor]) -> LamaConfig:
     if out is None or out.ndim != 4:
         raise ValueError(f"not a LaMa generator: no output convolution at 'model.{final_conv}.weight'")
 
+    mpe_positions = 0
+    table = state.get("mpe.rel_pos_emb.weight")
+    if table is not None:
+        if table.ndim != 2 or int(table.shape[1]) != ngf:
+            raise ValueError(
+                f"tensor 'mpe.rel_pos_emb.weight' has shape {list(table.shape)}: the masking positional encoding is added "
+                f"to the {ngf} channels of the input convolution, expected [positions, {ngf}]"
+            )
+        mpe_positions = int(table.shape[0])
+
     natural = ngf * 2**n_down
     config = LamaConfig(
         ngf=ngf,
@@ -180,6 +212,7 @@ def config_from_state_dict(state: Mapping[str, Tensor]) -> LamaConfig:
         out_channels=int(out.shape[0]),
         max_features=bottleneck if bottleneck < natural else max(natural, LamaConfig.max_features),
         global_ratio=out_global / bottleneck,
+        mpe_positions=mpe_positions,
     )
     if config.bottleneck_global != out_global:
         # int(channels * ratio) must give back the stored split; move the ratio off the rounding edge.

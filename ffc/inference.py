@@ -4,13 +4,21 @@ Pipeline (``docs/lama-reference.md`` §4): binarise the mask (``> 0``), pad bott
 multiple of 8 by numpy-"symmetric" mirroring (edge pixel repeated), run the generator on
 ``cat(image * (1 - mask), mask)``, crop back and composite. Unmasked pixels come back
 bit-identical to the input; images whose mask is empty skip the model.
+
+Cancel: ``cancel()`` (a callable returning True to stop) is polled between the generator's
+top-level layers (each residual block, each decoder stage), in the forward pass and, for the
+refinement, in the backward pass too (:func:`ffc.cancel.cancel_points`), so a large image stops within
+about one layer's time instead of a whole forward.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
+from .cancel import cancel_check, cancel_points
 from .checks import check_inpaint_inputs
 
 __all__ = ["inpaint", "predict", "binarize", "composite", "pad_symmetric", "padded_size", "MIN_SIZE"]
@@ -68,13 +76,14 @@ def _model_dtype(model: nn.Module) -> torch.dtype:
     return next(model.parameters()).dtype
 
 
-def predict(model: nn.Module, image: Tensor, hole: Tensor) -> Tensor:
+def predict(model: nn.Module, image: Tensor, hole: Tensor, *, cancel: Callable[[], bool] | None = None) -> Tensor:
     """Raw generator prediction for every pixel, (B, 3, H, W), same dtype as ``image``.
 
     Args:
         model: a :class:`~ffc.generator.LamaGenerator` (or its fast variant) on ``image``'s device.
         image: (B, 3, H, W) in [0, 1]; any H, W >= 1.
         hole: (B, 1, H, W) binary float mask, 1 = fill.
+        cancel: polled between the generator's layers; True raises :class:`ffc.Cancelled`.
     """
     height, width = image.shape[-2:]
     multiple = model.config.multiple
@@ -83,12 +92,13 @@ def predict(model: nn.Module, image: Tensor, hole: Tensor) -> Tensor:
     hole_p = pad_symmetric(hole, ph, pw)
     dtype = _model_dtype(model)
     x = torch.cat([image_p * (1 - hole_p), hole_p], dim=1).to(dtype)
-    with torch.no_grad():
+    with torch.no_grad(), cancel_points(model, cancel_check(cancel)):
         prediction = model(x)
     return prediction[..., :height, :width].to(image.dtype)
 
 
-def inpaint(model: nn.Module, image: Tensor, mask: Tensor, *, threshold: float = 0.0) -> Tensor:
+def inpaint(model: nn.Module, image: Tensor, mask: Tensor, *, threshold: float = 0.0,
+            cancel: Callable[[], bool] | None = None) -> Tensor:
     """Fill the masked area of ``image`` with LaMa, as the official predict script does.
 
     Args:
@@ -96,6 +106,7 @@ def inpaint(model: nn.Module, image: Tensor, mask: Tensor, *, threshold: float =
         image: (B, 3, H, W) float in [0, 1]; any H, W >= 1; B >= 1.
         mask: (B, 1, H, W) float or bool; pixels with ``mask > threshold`` are filled.
         threshold: binarisation threshold (official: 0).
+        cancel: polled between the generator's layers; True raises :class:`ffc.Cancelled`.
 
     Returns:
         (B, 3, H, W), same dtype and device as ``image``: the prediction inside the binarised hole,
@@ -112,6 +123,6 @@ def inpaint(model: nn.Module, image: Tensor, mask: Tensor, *, threshold: float =
     todo = hole.flatten(1).any(dim=1).nonzero().flatten()
     if todo.numel() == 0:
         return out
-    prediction = predict(model, image[todo], hole[todo])
+    prediction = predict(model, image[todo], hole[todo], cancel=cancel)
     out[todo] = composite(image[todo], prediction, hole[todo].bool())
     return out

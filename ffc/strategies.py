@@ -5,12 +5,17 @@
   upscale the result (bicubic) and paste only the hole pixels into the full-size original.
 * ``crop_around_mask``: inpaint each hole's bounding box plus ``crop_margin`` px of context (more
   context from the other side where an edge cuts it off) and paste the hole pixels back. Much
-  faster than a full pass for small holes in large photos; separate holes get separate crops.
+  faster than a full pass for small holes in large photos; separate holes get separate crops,
+  snapped onto the generator's 8 px grid and merged where one crop is cheaper than several.
 
-Every strategy returns the input size, with unmasked pixels bit-identical to the input.
+What runs is decided beforehand by :func:`ffc.plan.plan_inpaint` (boxes, sizes, memory);
+:func:`inpaint_with_strategy` executes such a plan. Every strategy returns the input size, with
+unmasked pixels bit-identical to the input.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -18,23 +23,40 @@ from torch import Tensor, nn
 
 from .checks import check_inpaint_inputs
 from .inference import binarize, inpaint
-from .masks import hole_boxes
+from .plan import (
+    DEFAULT_CROP_MARGIN,
+    DEFAULT_RESIZE_LIMIT,
+    DEFAULT_STRATEGY,
+    STRATEGIES,
+    InpaintPlan,
+    InpaintUnit,
+    plan_inpaint,
+)
 
-__all__ = ["STRATEGIES", "inpaint_with_strategy"]
-
-STRATEGIES = ("original", "resize_to_limit", "crop_around_mask")
+__all__ = ["STRATEGIES", "inpaint_with_strategy", "run_unit"]
 
 
-def _resized(image: Tensor, hole: Tensor, limit: int) -> tuple[Tensor, Tensor]:
-    height, width = image.shape[-2:]
-    ratio = limit / max(height, width)
-    size = (max(1, round(height * ratio)), max(1, round(width * ratio)))
+def _resize_image(image: Tensor, size: tuple[int, int]) -> Tensor:
     # Antialiased bicubic has no MPS kernel in many torch releases: do that one resize on the CPU.
     source = image.cpu() if image.device.type == "mps" else image
-    small = F.interpolate(source, size=size, mode="bicubic", align_corners=False, antialias=True).clamp(0, 1).to(image.device)
+    return F.interpolate(source, size=size, mode="bicubic", align_corners=False, antialias=True).clamp(0, 1).to(image.device)
+
+
+def _resize_hole(hole: Tensor, size: tuple[int, int]) -> Tensor:
     # Any hole pixel that touches a small pixel makes it a hole (never shrink the hole).
-    small_hole = (F.interpolate(hole, size=size, mode="area") > 0).to(hole.dtype)
-    return small, small_hole
+    return (F.interpolate(hole, size=size, mode="area") > 0).to(hole.dtype)
+
+
+def run_unit(model: nn.Module, image: Tensor, hole: Tensor, unit: InpaintUnit,
+             cancel: Callable[[], bool] | None = None) -> Tensor:
+    """Inpaint ``unit.box`` of one image (1, 3, H, W) with its binary hole; returns that box, filled."""
+    top, left, bottom, right = unit.box
+    crop, crop_hole = image[..., top:bottom, left:right], hole[..., top:bottom, left:right]
+    if not unit.resized:
+        return inpaint(model, crop, crop_hole, cancel=cancel)
+    filled = inpaint(model, _resize_image(crop, unit.work_size), _resize_hole(crop_hole, unit.work_size), cancel=cancel)
+    up = F.interpolate(filled, size=crop.shape[-2:], mode="bicubic", align_corners=False).clamp_(0, 1)
+    return torch.where(crop_hole > 0, up, crop)
 
 
 def inpaint_with_strategy(
@@ -42,10 +64,13 @@ def inpaint_with_strategy(
     image: Tensor,
     mask: Tensor,
     *,
-    strategy: str = "original",
+    strategy: str = DEFAULT_STRATEGY,
     threshold: float = 0.0,
-    resize_limit: int = 1280,
-    crop_margin: int = 128,
+    resize_limit: int = DEFAULT_RESIZE_LIMIT,
+    crop_margin: int = DEFAULT_CROP_MARGIN,
+    plan: InpaintPlan | None = None,
+    cancel: Callable[[], bool] | None = None,
+    callback: Callable[[dict], None] | None = None,
 ) -> Tensor:
     """Plain LaMa inpainting with a resolution strategy; see the module docstring.
 
@@ -56,35 +81,29 @@ def inpaint_with_strategy(
         strategy: one of :data:`STRATEGIES`.
         resize_limit: longer side for ``resize_to_limit`` (>= 16).
         crop_margin: context in px around each hole for ``crop_around_mask``.
+        plan: what to run, from :func:`ffc.plan.plan_inpaint` for this mask (then strategy,
+            resize_limit and crop_margin are not used); None = plan here without a memory guard.
+        cancel: polled between the generator's layers; True raises :class:`ffc.Cancelled`.
+        callback: called after every forward with ``image``, ``unit``, ``n_units``, ``box``.
 
     Returns:
         (B, 3, H, W), the input outside the binarised holes.
     """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy: expected one of {STRATEGIES}, got {strategy!r}")
-    if resize_limit < 16:
-        raise ValueError(f"resize_limit: expected >= 16 px, got {resize_limit}")
-    if crop_margin < 0:
-        raise ValueError(f"crop_margin: expected >= 0 px, got {crop_margin}")
     check_inpaint_inputs(image, mask, model)
-    if strategy == "original":
-        return inpaint(model, image, mask, threshold=threshold)
+    if plan is None:
+        plan = plan_inpaint(model, mask, strategy=strategy, threshold=threshold, resize_limit=resize_limit,
+                            crop_margin=crop_margin)
+    if len(plan.images) != image.shape[0] or plan.size != tuple(image.shape[-2:]):
+        raise ValueError(f"plan: made for {len(plan.images)} images of {plan.size}, got {tuple(image.shape)}")
 
     hole = binarize(mask, threshold).to(image.dtype)
     out = image.clone()
-    for i in range(image.shape[0]):
-        single, single_hole = image[i : i + 1], hole[i : i + 1]
-        if strategy == "resize_to_limit":
-            if max(single.shape[-2:]) <= resize_limit:
-                out[i : i + 1] = inpaint(model, single, single_hole)
-                continue
-            small, small_hole = _resized(single, single_hole, resize_limit)
-            filled = inpaint(model, small, small_hole)
-            up = F.interpolate(filled, size=single.shape[-2:], mode="bicubic", align_corners=False).clamp_(0, 1)
-            out[i : i + 1] = torch.where(single_hole > 0, up, single)
-        else:
-            for top, left, bottom, right in hole_boxes(single_hole[0, 0], crop_margin):
-                crop = out[i : i + 1, :, top:bottom, left:right]
-                crop_hole = single_hole[..., top:bottom, left:right]
-                out[i : i + 1, :, top:bottom, left:right] = inpaint(model, crop, crop_hole)
+    for index, image_plan in enumerate(plan.images):
+        single, single_hole = image[index : index + 1], hole[index : index + 1]
+        for number, unit in enumerate(image_plan.units):
+            top, left, bottom, right = unit.box
+            # Boxes never overlap, so reading the original image is the same as reading ``out``.
+            out[index : index + 1, :, top:bottom, left:right] = run_unit(model, single, single_hole, unit, cancel)
+            if callback is not None:
+                callback({"image": index, "unit": number, "n_units": len(image_plan.units), "box": unit.box})
     return out

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
+import math
 import signal
 import sys
 import threading
@@ -16,11 +18,12 @@ from PIL import Image
 
 from ffc import CheckpointError, load_generator
 from ffc.strategies import STRATEGIES
+from refine import MODES as REFINE_MODES
 from refine import RefineSettings
 
 from .device import DEVICES, DTYPES, UsageError, resolve_device, resolve_dtype
 from .inpainter import MODES, Inpainter, MaskOptions, PlainOptions
-from .io import OUTPUT_FORMATS, prepare_output_folder
+from .io import OUTPUT_FORMATS, InputError, prepare_output_folder, read_mask
 from .pairing import DEFAULT_MASK_SUFFIX, IMAGE_SUFFIXES, Job, pair_folder, plan_outputs, single_pair
 from .progress import ProgressReporter, Summary
 from .ray_runner import (LOCAL, RAY_REQUIREMENT, ClusterError, ClusterOptions, WorkerSettings, import_ray,
@@ -74,6 +77,7 @@ examples:
   {PROG} --model big-lama.pt --input-dir photos/ -o results/ --mode refine --device cuda
   {PROG} --model big-lama.safetensors --input-dir /shared/photos -o /shared/results --ray 10.0.0.1:6379
   {PROG} --info big-lama.ckpt
+  {PROG} --model big-lama.pt --image photo.png --mask photo_mask.png --mode refine --refine-mode auto --plan
 """
 
 
@@ -99,6 +103,16 @@ def _int_at_least(minimum: int):
         return value
 
     return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive, finite number of seconds, got {text!r}")
+    return value
 
 
 def _float_in(low: float, high: float, *, include_low: bool):
@@ -135,6 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     model = parser.add_argument_group("model and device")
     model.add_argument("--model", type=Path, metavar="FILE", help="LaMa generator: .safetensors, TorchScript .pt, Lightning .ckpt or .pth")
     model.add_argument("--info", type=Path, metavar="MODEL", help="print what the loader detects in MODEL and exit")
+    model.add_argument("--plan", action="store_true",
+                       help="print what would run for each image (regions, scales, forwards, predicted time and "
+                            "memory, decisions) and exit without inpainting; --output is not needed")
+    model.add_argument("--json", action="store_true", help="with --plan: print the plans as JSON on stdout")
     model.add_argument("--mode", choices=MODES, default="plain", help="plain inference or multiscale refinement")
     model.add_argument("--device", choices=DEVICES, default="auto", help="auto: cuda if available, else mps, else cpu")
     model.add_argument("--dtype", "--precision", dest="dtype", choices=DTYPES, default="fp32",
@@ -156,6 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="context around each hole for crop_around_mask and --crop-to-mask")
 
     refine = parser.add_argument_group("refine mode")
+    refine.add_argument("--refine-mode", choices=REFINE_MODES, default=_REFINE_DEFAULTS.mode,
+                        help="paper: the settings below as given; auto: choose scales, crops and working size for "
+                             "the image and this machine (the ComfyUI node's default)")
+    refine.add_argument("--max-seconds", type=_seconds, default=None, metavar="S",
+                        help="auto: fit the predicted time into S seconds (fewer iterations, then a smaller size)")
     refine.add_argument("--n-iters", type=_int_at_least(1), default=_REFINE_DEFAULTS.n_iters, metavar="N",
                         help="forward passes per refined scale")
     refine.add_argument("--lr", type=_float_in(0.0, float("inf"), include_low=False), default=_REFINE_DEFAULTS.lr, metavar="LR",
@@ -257,12 +280,20 @@ def _refine_settings(args: argparse.Namespace) -> RefineSettings:
         n_iters=args.n_iters, lr=args.lr, min_side=args.min_side, max_scales=args.max_scales,
         n_scales=args.n_scales, px_budget=args.px_budget, crop_to_mask=args.crop_to_mask,
         crop_margin=args.crop_margin, early_stop_tol=args.early_stop_tol, precision=args.dtype,
+        mode=args.refine_mode, max_seconds=args.max_seconds,
     )
     try:
         settings.validate()
     except ValueError as err:
         raise UsageError(str(err)) from err
     return settings
+
+
+def _listing(names: tuple[str, ...], shown: int = 10) -> str:
+    if not names:
+        return "none"
+    more = f" ... and {len(names) - shown} more" if len(names) > shown else ""
+    return f"{len(names)}: " + ", ".join(names[:shown]) + more
 
 
 def show_info(path: Path) -> int:
@@ -276,10 +307,15 @@ def show_info(path: Path) -> int:
         ("file", str(path)),
         ("format", info.source_format),
         ("variant", info.variant),
+        ("variant id", info.variant_id),
+        ("refinable", "yes" if info.refinable else "no (plain inpainting only)"),
         ("parameters", f"{info.parameters:,}"),
         ("key prefix", repr(info.key_prefix)),
+        *((f"{part} prefix", repr(prefix)) for part, prefix in info.part_prefixes.items() if part != "generator"),
         ("residual blocks", str(info.config.n_blocks)),
-        ("ignored tensors", str(info.ignored_keys)),
+        ("ignored tensors", f"{info.ignored_keys} (training state: discriminator, evaluator, optimizer)"
+         if info.ignored_keys else "0"),
+        ("unused tensors", _listing(info.unused_keys)),
         ("summary", info.describe()),
     ]
     width = max(len(name) for name, _ in rows)
@@ -312,12 +348,68 @@ def _has_work(plan: _Plan) -> bool:
     return any(job.problem is None and job.skip is None for job in plan.jobs)
 
 
+def _inpainter(args: argparse.Namespace, generator, device, dtype: str) -> Inpainter:
+    return Inpainter(
+        generator, device=device, dtype=dtype, mode=args.mode,
+        mask_options=_mask_options(args), plain_options=_plain_options(args), refine_settings=_refine_settings(args),
+    )
+
+
+def show_plans(args: argparse.Namespace) -> int:
+    """``--plan``: each image's plan on stdout (``--json``: as JSON), nothing inpainted."""
+    if args.model is None:
+        raise UsageError("--plan needs --model (plans are made for a model and a device)")
+    if args.input_dir is not None:
+        if not args.input_dir.is_dir():
+            raise UsageError(f"--input-dir {args.input_dir}: not a folder")
+        jobs = pair_folder(args.input_dir, args.mask_suffix)
+    elif args.image is not None and args.mask is not None:
+        jobs = single_pair(args.image, args.mask)
+    else:
+        raise UsageError("give --image and --mask, or --input-dir")
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device, device_was_auto=args.device == "auto")
+    _refine_settings(args)  # usage errors before the model is loaded
+    try:
+        generator, _ = load_generator(args.model)
+    except CheckpointError as err:
+        _error(str(err))
+        return EXIT_FAILED
+    inpainter = _inpainter(args, generator, device, dtype)
+    plans, code = [], EXIT_OK
+    for job in jobs:
+        entry: dict = {"name": job.name}
+        try:
+            if job.problem:
+                raise InputError(job.problem)
+            made = inpainter.plan(read_mask(job.mask).values)
+            entry["plan"] = made.to_dict()
+        except (InputError, ValueError, MemoryError) as err:
+            entry["error"] = str(err)
+            code = EXIT_FAILED
+        plans.append(entry)
+        if not args.json:
+            sys.stdout.write(_plan_text(entry))
+    if args.json:
+        sys.stdout.write(json.dumps(plans, indent=2) + "\n")
+    return code
+
+
+def _plan_text(entry: dict) -> str:
+    if "error" in entry:
+        return f"{entry['name']}: cannot plan: {entry['error']}\n"
+    made = entry["plan"]
+    lines = [f"{entry['name']}: {made['summary']}"]
+    lines += [f"  {note['level']}: {note['text']}" for note in made["notes"]]
+    return "\n".join(lines) + "\n"
+
+
 def _run(args: argparse.Namespace, plan: _Plan, reporter: ProgressReporter, summary: Summary) -> int:
     if args.ray is not None:
         return _run_on_ray(args, plan, reporter, summary)
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device, device_was_auto=args.device == "auto")
-    settings = _refine_settings(args)
+    _refine_settings(args)
     summary.total = len(plan.jobs)
     inpainter = None
     if _has_work(plan):
@@ -331,10 +423,7 @@ def _run(args: argparse.Namespace, plan: _Plan, reporter: ProgressReporter, summ
             return EXIT_FAILED
         reporter.note(f"model: {info.describe()}")
         reporter.note(f"{args.mode} on {device} ({dtype})")
-        inpainter = Inpainter(
-            generator, device=device, dtype=dtype, mode=args.mode,
-            mask_options=_mask_options(args), plain_options=_plain_options(args), refine_settings=settings,
-        )
+        inpainter = _inpainter(args, generator, device, dtype)
     run_batch(plan.jobs, inpainter, reporter, summary, plan.output_format, overwrite=args.overwrite)
     return EXIT_FAILED if summary.any_failed else EXIT_OK
 
@@ -396,6 +485,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
     if args.info is not None:
         return show_info(args.info)
+    if args.json and not args.plan:
+        parser.print_usage(sys.stderr)
+        _error("--json is for --plan")
+        return EXIT_USAGE
+    if args.plan:
+        try:
+            if args.ray is not None:
+                raise UsageError("--plan prints the plans on this machine; drop --ray")
+            return show_plans(args)
+        except UsageError as err:
+            parser.print_usage(sys.stderr)
+            _error(str(err))
+            return EXIT_USAGE
 
     reporter = ProgressReporter(sys.stderr, quiet=args.quiet)
     summary = Summary()

@@ -10,8 +10,9 @@ import torch
 from torch import Tensor
 
 import ffc
+from ffc.plan import DEFAULT_CROP_MARGIN, DEFAULT_RESIZE_LIMIT, DEFAULT_STRATEGY, InpaintPlan, plan_inpaint
 from ffc.strategies import inpaint_with_strategy
-from refine import RefineSettings, refine
+from refine import RefinePlan, RefineSettings, available_bytes, plan, refine
 
 __all__ = ["MODES", "MaskOptions", "PlainOptions", "Fill", "Inpainter", "hole_from_mask"]
 
@@ -31,9 +32,9 @@ class MaskOptions:
 class PlainOptions:
     """Resolution strategy of plain inference (see :mod:`ffc.strategies`)."""
 
-    strategy: str = "original"
-    resize_limit: int = 1280
-    crop_margin: int = 128
+    strategy: str = DEFAULT_STRATEGY
+    resize_limit: int = DEFAULT_RESIZE_LIMIT
+    crop_margin: int = DEFAULT_CROP_MARGIN
 
 
 def hole_from_mask(mask_hw: np.ndarray, options: MaskOptions, device: torch.device) -> Tensor:
@@ -75,12 +76,26 @@ class Inpainter:
         self.plain_options = plain_options
         self.refine_settings = replace(refine_settings, precision=dtype)
 
+    def plan(self, mask_hw: np.ndarray) -> RefinePlan | InpaintPlan:
+        """What :meth:`fill` will do for this (H, W) float32 mask (the plan it executes), without running it."""
+        return self._plan(hole_from_mask(mask_hw, self.mask_options, self.device))
+
+    def _plan(self, hole: Tensor) -> RefinePlan | InpaintPlan:
+        if self.mode == "plain":
+            options = self.plain_options
+            # The memory guard: a strategy that would not fit becomes crops or a resized copy.
+            return plan_inpaint(self.model, hole, strategy=options.strategy, resize_limit=options.resize_limit,
+                                crop_margin=options.crop_margin, free_bytes=available_bytes(self.device))
+        shape_only = torch.zeros(1, 3, 1, 1, device=self.device).expand(1, 3, *hole.shape[-2:])
+        return plan(self.model, shape_only, hole, self.refine_settings)
+
     def fill(self, rgb: np.ndarray, mask_hw: np.ndarray,
              callback: Callable[[dict], None] | None = None) -> Fill:
         """Inpaint (H, W, 3) float32 ``rgb`` in [0, 1] where the (H, W) float32 ``mask_hw`` says.
 
         The caller composites ``Fill.rgb`` into its own samples inside ``Fill.hole``, so that pixels
-        outside the hole stay identical at the file's precision.
+        outside the hole stay identical at the file's precision. ``Fill.note`` carries the plan's
+        warnings (e.g. one scale only, a memory fallback).
         """
         if rgb.dtype != np.float32 or rgb.ndim != 3 or rgb.shape[2] != 3:
             raise TypeError(f"rgb: expected an (H, W, 3) float32 array in [0, 1], got {rgb.dtype} {rgb.shape}")
@@ -91,13 +106,12 @@ class Inpainter:
         if not hole_hw.any():
             return Fill(None, hole_hw, "empty mask, image copied unchanged")
         image = torch.from_numpy(rgb).to(self.device).permute(2, 0, 1)[None]
-        note = None
+        made = self._plan(hole)
+        warnings = [n.text.removeprefix("image 0: ") for n in made.notes if n.level == "warning"]
+        note = "; ".join(warnings) or None
         if self.mode == "plain":
-            options = self.plain_options
             with torch.inference_mode():
-                result = inpaint_with_strategy(self.model, image, hole, strategy=options.strategy,
-                                               resize_limit=options.resize_limit, crop_margin=options.crop_margin)
+                result = inpaint_with_strategy(self.model, image, hole, plan=made)
         else:
-            result, reports = refine(self.model, image, hole, self.refine_settings, callback=callback)
-            note = reports[0].skipped
+            result, _ = refine(self.model, image, hole, plan=made, callback=callback)
         return Fill(result[0].permute(1, 2, 0).float().cpu().numpy(), hole_hw, note)

@@ -9,6 +9,8 @@ Layout rules (ComfyUI -> our BCHW core):
   a mask batch of 1 is used for every image; any other batch mismatch is an error naming both
   shapes. Values are clamped to [0, 1].
 
+Messages for the user go through :mod:`nodes._ui` (shown on the node, and logged).
+
 ``comfy.*`` modules are imported when a node runs, never at import time, so the pack's schemas
 can be rendered without ComfyUI.
 """
@@ -28,6 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ffc import binarize, composite
+from ..refine import available_bytes
+from ._ui import node_message, preview_image
 
 __all__ = [
     "comfy",
@@ -44,6 +48,8 @@ __all__ = [
     "load_for_inference",
     "Progress",
     "check_interrupt",
+    "interrupted",
+    "plannable_bytes",
     "is_out_of_memory",
     "Attempt",
     "run_with_fallbacks",
@@ -115,8 +121,8 @@ def mask_for_image(mask: object, image_bchw: Tensor, name: str = "mask") -> Tens
         )
     if tuple(mask.shape[-2:]) != (height, width):
         if bool(mask.any()):  # an all-zero mask (LoadImage without alpha gives 64x64 zeros) needs no warning
-            log.warning("LaMa: %s is %dx%d but the image is %dx%d; resizing the mask (nearest)",
-                        name, mask.shape[-1], mask.shape[-2], width, height)
+            node_message(f"{name} is {mask.shape[-1]}x{mask.shape[-2]} but the image is {width}x{height}; "
+                         "resizing the mask (nearest)", level="warning")
         mask = F.interpolate(mask, size=(height, width), mode="nearest-exact")
     return mask.expand(batch, -1, -1, -1).to(image_bchw.device)
 
@@ -159,8 +165,8 @@ def inpaint_inputs(image: object, mask: object, threshold: float) -> InpaintInpu
 
 def unchanged_outputs(inputs: InpaintInputs, node: str) -> tuple[Tensor, Tensor]:
     """Outputs for an empty hole: the image as it came, and the (empty) mask."""
-    log.warning("%s: the mask is empty, nothing to inpaint; returning the image unchanged "
-                "(LoadImage gives an all-zero 64x64 mask for images without alpha)", node)
+    node_message(f"{node}: the mask is empty, nothing to inpaint; returning the image unchanged "
+                 "(LoadImage gives an all-zero 64x64 mask for images without alpha)", level="warning")
     return to_output(inputs.image), mask_to_comfy(inputs.hole)
 
 
@@ -183,6 +189,21 @@ def _accepts(function: Callable, keyword: str) -> bool:
         return keyword in inspect.signature(function).parameters
     except (TypeError, ValueError):
         return False
+
+
+def plannable_bytes(device: torch.device, weight_bytes: int) -> int | None:
+    """Memory a plan may use on ``device`` for activations.
+
+    On a GPU, ComfyUI offloads other models when we ask for memory, so the device's total (minus
+    our weights and ComfyUI's reserve) is what a plan may count on; on the CPU it is what is
+    available now. None when unknown.
+    """
+    mm = comfy("model_management")
+    total = getattr(mm, "get_total_memory", None)
+    if device.type == "cpu" or total is None:
+        return available_bytes(device)
+    reserve = mm.extra_reserved_memory() if hasattr(mm, "extra_reserved_memory") else 0
+    return max(0, int(total(device)) - int(weight_bytes) - int(reserve))
 
 
 def load_for_inference(patcher: Any, memory_required: int) -> nn.Module:
@@ -213,18 +234,35 @@ def check_interrupt() -> None:
     comfy("model_management").throw_exception_if_processing_interrupted()
 
 
+def interrupted() -> bool:
+    """A ``cancel`` callable for the core: raises ComfyUI's interrupt itself when Cancel was pressed.
+
+    The core polls it between the generator's layers; raising ComfyUI's own exception lets the
+    executor report "interrupted" rather than an error.
+    """
+    check_interrupt()
+    return False
+
+
 class Progress:
-    """ComfyUI progress bar over ``total`` steps whose total may grow when the plan was short."""
+    """ComfyUI progress bar over a plan's ``total`` forwards, with optional preview images."""
 
     def __init__(self, total: int) -> None:
         self.total = max(1, int(total))
         self.done = 0
         self._bar = comfy("utils").ProgressBar(self.total)
 
-    def step(self, n: int = 1) -> None:
+    def restart(self, total: int) -> None:
+        """Start over with a new plan (an out-of-memory retry)."""
+        self.total, self.done = max(1, int(total)), 0
+        self._bar.update_absolute(0, self.total)
+
+    def step(self, n: int = 1, preview: Tensor | None = None) -> None:
+        """``n`` more forwards done; ``preview`` (B, 3, H, W) becomes the node's preview image."""
         self.done += n
         self.total = max(self.total, self.done)
-        self._bar.update_absolute(self.done, self.total)
+        shown = preview_image(preview) if preview is not None else None
+        self._bar.update_absolute(self.done, self.total, shown)
 
     def finish(self) -> None:
         self.done = self.total
@@ -276,6 +314,6 @@ def run_with_fallbacks(attempts: Sequence[Attempt], what: str) -> Any:
             if index == len(attempts) - 1 or not is_out_of_memory(err):
                 raise
             comfy("model_management").soft_empty_cache()
-            log.warning("LaMa %s: out of memory (%s); retrying with %s", what, str(err).splitlines()[0][:200],
-                        attempts[index + 1].note)
+            node_message(f"{what}: out of memory ({str(err).splitlines()[0][:200]}); retrying with "
+                         f"{attempts[index + 1].note}", level="warning")
     raise ValueError(f"{what}: nothing to run")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import inpaint, loader, masks, refinement
-from ._spec import NodeSpec, build_node_class
+from ._spec import NodeSpec, build_node_class, v3_api
 
 __all__ = ["SPECS", "node_classes", "node_class_mappings", "display_name_mappings", "comfy_entrypoint"]
 
@@ -26,12 +26,13 @@ def display_name_mappings() -> dict[str, str]:
 
 
 async def comfy_entrypoint() -> Any:
-    """V3 registration: a ComfyExtension listing our nodes."""
-    from comfy_api.latest import ComfyExtension
-
+    """V3 registration: a ComfyExtension (from the versioned V3 API) listing our nodes."""
+    api = v3_api()
+    if api is None:
+        raise ImportError("comfy_entrypoint: this ComfyUI has no V3 node API; the pack registers V1 classes instead")
     classes = node_classes()
 
-    class LamaFFCExtension(ComfyExtension):
+    class LamaFFCExtension(api.ComfyExtension):
         async def get_node_list(self) -> list[type]:
             return classes
 

@@ -15,11 +15,19 @@ each an explicit setting:
   each separate hole on its own when ``separate_holes``; the pyramid depth is still decided by
   the full image's size.
 * ``checkpointing="auto"``: recompute rear activations when the estimated peak would not fit in
-  the device's free memory; if even that does not fit, lower the working size (logged).
+  the device's free memory and checkpointing is estimated to need less; if even that does not
+  fit, lower the working size (logged).
+* ``mode="auto"``: the planner chooses scales, crop-to-mask, working size and checkpointing for
+  the image and the machine, and fits ``max_seconds`` (see :mod:`refine.plan`).
+
+What runs is decided by :func:`refine.plan.plan` before anything runs; :func:`refine` executes
+that plan (pass one in to share it with a progress bar or a memory request).
 * ``precision="bf16"``: autocast convolutions to bfloat16 (CUDA or CPU); FFTs stay float32.
 * ``early_stop_tol``: stop a scale once the loss stops improving.
 
-Progress and cancellation: ``callback(info)`` after every forward, ``cancel()`` polled there too.
+Progress and cancellation: ``callback(info)`` after every forward; ``cancel()`` polled there and
+between the generator's layers in forward and backward, so a cancel stops within about a second
+per megapixel (not a whole iteration).
 ComfyUI runs nodes under ``torch.inference_mode()``: this function steps out of it and makes
 its own autograd-usable copies of the inputs (and of the model if its tensors are inference
 tensors).
@@ -29,9 +37,8 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -39,70 +46,20 @@ from torch import Tensor, nn
 
 from ._ffc import ffc
 from .core import RefineCancelled, ScaleOptions, ScaleReport, refine_pyramid
-from .memory import MemoryEstimate, available_bytes, estimate_refine_bytes
-from .pyramid import MASK_EPS, budget_size, number_of_scales, resize_to_budget
+from .memory import MemoryEstimate
+from .plan import RefinePlan, WorkUnit, check_refinable, check_weights, plan_scales
+from .plan import plan as make_plan
+from .pyramid import MASK_EPS, resize_to, resize_to_budget
+from .settings import RefineSettings
 
 __all__ = ["RefineSettings", "RegionReport", "ImageReport", "refine", "plan_scales", "RefineCancelled"]
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "bf16")
-CHECKPOINTING = ("auto", "on", "off")
-# Smallest side of the coarsest pyramid level (the generator needs 16 px).
-MIN_COARSEST = 16
-
-
-@dataclass(frozen=True)
-class RefineSettings:
-    """All refinement settings; the defaults are the paper's, our output-size rule aside."""
-
-    n_iters: int = 15
-    lr: float = 0.002
-    min_side: int = 512
-    max_scales: int = 3
-    px_budget: int = 1_800_000
-    n_scales: int | None = None  # overrides min_side/max_scales when set
-    keep_budget_size: bool = False
-    crop_to_mask: bool = False
-    crop_margin: int = 128
-    separate_holes: bool = True
-    early_stop_tol: float = 0.0
-    early_stop_patience: int = 2
-    precision: str = "fp32"
-    checkpointing: str = "auto"
-    fused: bool = True
-    freeze_weights: bool = True
-    memory_fraction: float = 0.9  # of the free memory the estimate may use
-
-    def validate(self) -> None:
-        def need(ok: bool, message: str) -> None:
-            if not ok:
-                raise ValueError(message)
-
-        need(isinstance(self.n_iters, int) and self.n_iters >= 1, f"n_iters: expected an integer >= 1, got {self.n_iters!r}")
-        need(self.lr > 0 and math.isfinite(self.lr), f"lr: expected a positive learning rate, got {self.lr!r}")
-        need(isinstance(self.min_side, int) and self.min_side >= 1, f"min_side: expected an integer >= 1, got {self.min_side!r}")
-        need(isinstance(self.max_scales, int) and self.max_scales >= 1, f"max_scales: expected an integer >= 1, got {self.max_scales!r}")
-        need(self.px_budget >= MIN_COARSEST**2, f"px_budget: expected at least {MIN_COARSEST ** 2} pixels, got {self.px_budget!r}")
-        need(self.n_scales is None or (isinstance(self.n_scales, int) and self.n_scales >= 1),
-             f"n_scales: expected None or an integer >= 1, got {self.n_scales!r}")
-        need(self.crop_margin >= 0, f"crop_margin: expected >= 0 pixels, got {self.crop_margin!r}")
-        need(self.early_stop_tol >= 0, f"early_stop_tol: expected >= 0 (0 = off), got {self.early_stop_tol!r}")
-        need(self.early_stop_patience >= 1, f"early_stop_patience: expected >= 1, got {self.early_stop_patience!r}")
-        need(self.precision in PRECISIONS, f"precision: expected one of {PRECISIONS}, got {self.precision!r}")
-        need(self.checkpointing in CHECKPOINTING, f"checkpointing: expected one of {CHECKPOINTING}, got {self.checkpointing!r}")
-        need(0 < self.memory_fraction <= 1, f"memory_fraction: expected a value in (0, 1], got {self.memory_fraction!r}")
-        need(not (self.keep_budget_size and self.crop_to_mask), "keep_budget_size cannot be combined with crop_to_mask")
-
-    @property
-    def autocast_dtype(self) -> torch.dtype | None:
-        """The dtype convolutions autocast to, or None for float32 throughout."""
-        return torch.bfloat16 if self.precision == "bf16" else None
-
 
 @dataclass
 class RegionReport:
-    """One refined region (the whole image, or one crop)."""
+    """One refined region (the whole image, or one crop), as it ran."""
 
     box: tuple[int, int, int, int]  # top, left, bottom, right in the input image
     work_size: tuple[int, int]  # size the pyramid's finest level ran at
@@ -110,6 +67,10 @@ class RegionReport:
     checkpointed: bool
     estimate: MemoryEstimate | None
     scales: list[ScaleReport] = field(default_factory=list)
+
+    @property
+    def forwards(self) -> int:
+        return sum(s.iterations for s in self.scales)
 
 
 @dataclass
@@ -121,21 +82,7 @@ class ImageReport:
 
     @property
     def iterations(self) -> int:
-        return sum(s.iterations for r in self.regions for s in r.scales)
-
-
-def plan_scales(height: int, width: int, settings: RefineSettings) -> int:
-    """Number of pyramid levels for an image of this size (after the pixel budget)."""
-    h, w = budget_size(height, width, settings.px_budget)
-    n = settings.n_scales if settings.n_scales is not None else number_of_scales(h, w, settings.min_side, settings.max_scales)
-    return _cap_scales(n, min(h, w))
-
-
-def _cap_scales(n: int, min_side: int) -> int:
-    # Keep the coarsest level at least MIN_COARSEST px (never fewer than one level).
-    while n > 1 and min_side // 2 ** (n - 1) < MIN_COARSEST:
-        n -= 1
-    return n
+        return sum(r.forwards for r in self.regions)
 
 
 def _autograd_model(model: nn.Module, fused: bool, freeze: bool, channels_last: bool) -> nn.Module:
@@ -155,143 +102,122 @@ def _autograd_model(model: nn.Module, fused: bool, freeze: bool, channels_last: 
     return model.requires_grad_(not freeze)
 
 
+def _check_plan(made: RefinePlan, settings: RefineSettings | None, holes: Tensor) -> RefineSettings:
+    if settings is not None and settings != made.settings:
+        raise ValueError("plan: it was made with other settings than the ones given; pass one of them")
+    if len(made.images) != holes.shape[0] or made.size != tuple(holes.shape[-2:]):
+        raise ValueError(f"plan: made for {len(made.images)} images of {made.size[1]}x{made.size[0]}, "
+                         f"got {holes.shape[0]} of {holes.shape[-1]}x{holes.shape[-2]}")
+    counts = [int(holes[i].sum()) for i in range(holes.shape[0])]
+    if counts != [image.hole_pixels for image in made.images]:
+        raise ValueError("plan: made for another mask (the hole pixel counts differ)")
+    return made.settings
+
+
 def refine(
     model: nn.Module,
     image: Tensor,
     mask: Tensor,
-    settings: RefineSettings = RefineSettings(),
+    settings: RefineSettings | None = None,
     *,
+    plan: RefinePlan | None = None,
     callback: Callable[[dict], None] | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> tuple[Tensor, list[ImageReport]]:
-    """Refine every image of a batch, one after another, with the same settings.
+    """Refine every image of a batch, one after another, as :func:`refine.plan.plan` decides.
 
     Args:
-        model: :class:`ffc.LamaGenerator` (or a fused one) in eval mode, on the images' device.
+        model: :class:`ffc.LamaGenerator` (or a fused one) in eval mode, on the images' device,
+            with float32 weights (bfloat16 with ``precision="bf16"``).
         image: (B, 3, H, W) float in [0, 1].
         mask: (B, 1, H, W); pixels >= 1e-8 are holes (the official rule; binarise beforehand for
             another threshold).
-        settings: see :class:`RefineSettings`.
+        settings: see :class:`RefineSettings` (default: the paper's); not needed with ``plan``.
+        plan: the plan to execute, made for this mask; None = make it here.
         callback: receives dicts with ``image``, ``region``, ``n_regions``, ``scale``,
-            ``n_scales``, ``iteration``, ``n_iters``, ``loss`` ... after every forward.
-        cancel: polled after every forward; True raises :class:`RefineCancelled`.
+            ``n_scales``, ``iteration``, ``n_iters``, ``loss``, ``forward``, ``n_forwards``,
+            ``last`` (the scale's last forward) and then ``result`` (the scale's composited
+            image) ... after every forward.
+        cancel: polled after every forward and between the generator's layers (forward and
+            backward); True raises :class:`RefineCancelled`. It may also raise its own exception.
 
     Returns:
         (result, reports): result (B, 3, H, W) in ``image``'s dtype, the input bit for bit
         outside the holes (or the official reduced size with ``keep_budget_size``), and one
         :class:`ImageReport` per image.
+
+    Raises:
+        TypeError: for a model that does not split into front and rear (``model.refinable``).
     """
-    settings.validate()
+    check_refinable(model)
     ffc.checks.check_inpaint_inputs(image, mask, model)
+    holes = (mask.detach() >= MASK_EPS).float()
+    if plan is None:
+        plan = make_plan(model, image, mask, settings or RefineSettings())
+    settings = _check_plan(plan, settings, holes)
     device = next(model.parameters()).device
-    if settings.precision == "bf16" and device.type not in ("cuda", "cpu"):
-        raise ValueError(f"precision: bf16 autocast is supported on CUDA and CPU, not on {device.type}")
+    check_weights(next(model.parameters()).dtype, settings.precision)
 
     with torch.inference_mode(False), torch.enable_grad():
         work_model = _autograd_model(model, settings.fused, settings.freeze_weights, device.type == "cpu")
         source = image.detach().clone().float()
-        holes = (mask.detach().clone().float() >= MASK_EPS).float()
-        outputs, reports = [], []
-        for index in range(source.shape[0]):
+        holes = holes.clone()
+        outputs, reports, done = [], [], [0]
+        for index, image_plan in enumerate(plan.images):
             def tagged(info: dict, index: int = index) -> None:
+                done[0] += 1
                 if callback is not None:
-                    callback({"image": index, "n_images": source.shape[0], **info})
+                    callback({"image": index, "n_images": source.shape[0], "forward": done[0],
+                              "n_forwards": plan.forwards, **info})
 
             result, report = _refine_image(work_model, source[index : index + 1], holes[index : index + 1],
-                                           settings, tagged, cancel)
+                                           image_plan, settings, tagged, cancel)
             outputs.append(result)
             reports.append(report)
         result = torch.cat(outputs)
     return result.to(image.dtype), reports
 
 
-def _refine_image(model, image, hole, settings, callback, cancel) -> tuple[Tensor, ImageReport]:
-    height, width = image.shape[-2:]
-    if not bool(hole.any()):
+def _refine_image(model, image, hole, image_plan, settings, callback, cancel) -> tuple[Tensor, ImageReport]:
+    if image_plan.skipped:
         if settings.keep_budget_size:  # same size as its refined batch mates would get
-            return resize_to_budget(image, hole, settings.px_budget)[0].clone(), ImageReport(skipped="empty mask")
-        return image.clone(), ImageReport(skipped="empty mask")
-    n_scales = plan_scales(height, width, settings)
-    if settings.crop_to_mask:
-        boxes = ffc.masks.hole_boxes(hole[0, 0], settings.crop_margin, separate=settings.separate_holes)
-    else:
-        boxes = [(0, 0, height, width)]
-
+            return resize_to_budget(image, hole, settings.px_budget)[0].clone(), ImageReport(skipped=image_plan.skipped)
+        return image.clone(), ImageReport(skipped=image_plan.skipped)
     report = ImageReport()
     out = image.clone()
-    for region, box in enumerate(boxes):
-        top, left, bottom, right = box
-        crop_image, crop_hole = image[..., top:bottom, left:right], hole[..., top:bottom, left:right]
+    for number, region in enumerate(image_plan.regions):
+        def tagged(info: dict, number: int = number) -> None:
+            callback({"region": number, "n_regions": len(image_plan.regions), **info})
 
-        def tagged(info: dict, region: int = region) -> None:
-            callback({"region": region, "n_regions": len(boxes), **info})
-
-        refined, region_report = _refine_region(model, crop_image, crop_hole, n_scales, settings, tagged, cancel)
-        region_report.box = box
-        report.regions.append(region_report)
-        if settings.keep_budget_size and refined.shape[-2:] != crop_image.shape[-2:]:
-            return refined, report  # the official reduced-size output
-        out[..., top:bottom, left:right] = torch.where(crop_hole > 0, refined, crop_image)
+        for unit in region.units:
+            top, left, bottom, right = unit.box
+            crop_image, crop_hole = image[..., top:bottom, left:right], hole[..., top:bottom, left:right]
+            refined, region_report = _run_unit(model, crop_image, crop_hole, unit, settings, tagged, cancel)
+            report.regions.append(region_report)
+            if settings.keep_budget_size and unit.resized:
+                return refined, report  # the official reduced-size output
+            out[..., top:bottom, left:right] = torch.where(crop_hole > 0, refined, crop_image)
     return out, report
 
 
-def _refine_region(model, image, hole, n_scales, settings, callback, cancel) -> tuple[Tensor, RegionReport]:
+def _run_unit(model, image, hole, unit: WorkUnit, settings, callback, cancel) -> tuple[Tensor, RegionReport]:
     height, width = image.shape[-2:]
-    budget = settings.px_budget
-    while True:
-        work_h, work_w = budget_size(height, width, budget)
-        n = _cap_scales(n_scales, min(work_h, work_w))
-        checkpointed, estimate = _choose_checkpointing(model, work_h, work_w, settings)
-        if estimate is None or checkpointed is not None:
-            break
-        # Does not fit even with checkpointing: lower the working size (never below 256^2 px).
-        smaller = max(int(budget * 0.7), 256 * 256)
-        if smaller >= work_h * work_w:
-            smaller = int(work_h * work_w * 0.7)
-        if smaller < 256 * 256:
-            raise MemoryError(
-                f"refinement needs ~{estimate.gib():.1f} GiB for {work_h}x{work_w} and the device has less free; "
-                "use crop_to_mask or a smaller px_budget"
-            )
-        log.warning("LaMa refine: %dx%d needs ~%.1f GiB even with checkpointing; lowering the pixel budget to %d",
-                    work_h, work_w, estimate.gib(), smaller)
-        budget = smaller
-
-    work_image, work_hole = resize_to_budget(image, hole, budget)
+    work_image, work_hole = resize_to(image, hole, unit.work_size)
     options = ScaleOptions(
-        n_iters=settings.n_iters,
+        n_iters=unit.n_iters,
         lr=settings.lr,
         early_stop_tol=settings.early_stop_tol,
         early_stop_patience=settings.early_stop_patience,
-        checkpoint_rear=bool(checkpointed),
+        checkpoint_rear=unit.checkpoint_rear,
         autocast_dtype=settings.autocast_dtype,
         no_grad_where_unused=settings.freeze_weights,
     )
-    refined, scales = refine_pyramid(model, work_image, work_hole, n, options, callback=callback, cancel=cancel)
-    report = RegionReport(box=(0, 0, height, width), work_size=(work_h, work_w), n_scales=n,
-                          checkpointed=bool(checkpointed), estimate=estimate, scales=scales)
-    if (work_h, work_w) != (height, width) and not settings.keep_budget_size:
+    # Cancel is polled before every forward (refine_pyramid) and between the layers (the hooks).
+    with ffc.cancel_points(model, ffc.cancel.cancel_check(cancel, RefineCancelled)):
+        refined, scales = refine_pyramid(model, work_image, work_hole, unit.n_scales, options, callback=callback,
+                                         cancel=cancel)
+    report = RegionReport(box=unit.box, work_size=unit.work_size, n_scales=unit.n_scales,
+                          checkpointed=unit.checkpoint_rear, estimate=unit.estimate, scales=scales)
+    if unit.resized and not settings.keep_budget_size:
         refined = F.interpolate(refined, size=(height, width), mode="bicubic", align_corners=False).clamp_(0, 1)
     return refined, report
-
-
-def _choose_checkpointing(model, height, width, settings) -> tuple[bool | None, MemoryEstimate | None]:
-    """(checkpoint?, estimate): checkpoint is None when nothing fits; estimate None when not measured."""
-    if settings.checkpointing != "auto":
-        return settings.checkpointing == "on", None
-    device = next(model.parameters()).device
-    free = available_bytes(device)
-    if free is None:
-        return False, None
-    padded_h, padded_w = ffc.padded_size(height, width, model.config.multiple)
-    limit = free * settings.memory_fraction
-    plain = estimate_refine_bytes(model, padded_h, padded_w, autocast_dtype=settings.autocast_dtype)
-    if plain.total <= limit:
-        return False, plain
-    checkpointed = estimate_refine_bytes(model, padded_h, padded_w, checkpoint_rear=True,
-                                         autocast_dtype=settings.autocast_dtype)
-    if checkpointed.total <= limit:
-        log.info("LaMa refine: %dx%d needs ~%.1f GiB, %.1f GiB free: checkpointing the rear (~%.1f GiB)",
-                 height, width, plain.gib(), free / 2**30, checkpointed.gib())
-        return True, checkpointed
-    return None, checkpointed

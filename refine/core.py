@@ -37,8 +37,8 @@ EROSION_SIZE = 15
 Callback = Callable[[dict], None]
 
 
-class RefineCancelled(RuntimeError):
-    """Raised when the host's cancel check returns True (checked before every forward)."""
+class RefineCancelled(ffc.Cancelled):
+    """Raised when the host's cancel check returns True (checked between the generator's layers)."""
 
 
 @dataclass(frozen=True)
@@ -144,9 +144,10 @@ def _optimise_scale(
         with grad, autocast:
             pred = model.rear((local, global_)).float()
         report.iterations = 1
+        result = torch.where(hole3 > 0, pred, image).detach()
         notify({"iteration": 0, "loss": math.nan, "loss_known": math.nan, "loss_ref": math.nan,
-                "pred_hole_mean": _hole_mean(pred, hole3)})
-        return torch.where(hole3 > 0, pred, image).detach()
+                "pred_hole_mean": _hole_mean(pred, hole3), "last": True, "result": result[..., :height, :width]})
+        return result
 
     optimizer = torch.optim.Adam([local, global_], lr=options.lr)
     known = hole3 < MASK_EPS
@@ -172,9 +173,6 @@ def _optimise_scale(
         value = float(objective.detach()) if objective is not None else math.nan
         report.losses.append(float(loss.detach()))
         report.iterations = iteration + 1
-        notify({"iteration": iteration, "loss": float(loss.detach()), "loss_known": float(loss_known.detach()),
-                "loss_ref": float(loss_ref.detach()), "pred_hole_mean": _hole_mean(pred, hole3)})
-
         if options.early_stop_tol > 0 and not last and math.isfinite(value):
             if value < best * (1 - options.early_stop_tol):
                 best, stale = value, 0
@@ -183,12 +181,16 @@ def _optimise_scale(
                 if stale >= options.early_stop_patience:
                     report.stopped_early = True
                     last = True
+        result = torch.where(hole3 > 0, pred, image).detach() if last else None
+        notify({"iteration": iteration, "loss": float(loss.detach()), "loss_known": float(loss_known.detach()),
+                "loss_ref": float(loss_ref.detach()), "pred_hole_mean": _hole_mean(pred, hole3), "last": last,
+                "result": None if result is None else result[..., :height, :width]})
         if last:
             break
         if objective is not None and objective.requires_grad:
             objective.backward()
             optimizer.step()
-    return torch.where(hole3 > 0, pred, image).detach()
+    return result
 
 
 def _hole_mean(pred: Tensor, hole3: Tensor) -> float:
@@ -216,9 +218,10 @@ def refine_pyramid(
         n_scales: pyramid levels; the coarsest must be at least 16 px per side.
         options: per-scale optimisation options.
         callback: called with a dict (``scale``, ``n_scales``, ``iteration``, ``n_iters``,
-            ``loss``, ``loss_known``, ``loss_ref``, ``pred_hole_mean``) after every forward;
-            it may raise to abort.
+            ``loss``, ``loss_known``, ``loss_ref``, ``pred_hole_mean``, ``last``, and on a
+            scale's last forward its composited ``result``) after every forward; it may raise.
         cancel: polled before every forward; returning True raises :class:`RefineCancelled`.
+            (:func:`refine.refine` also polls it between the generator's layers.)
 
     Returns:
         The composited result (1, 3, H, W) and one :class:`ScaleReport` per scale, coarsest first.

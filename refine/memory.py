@@ -60,6 +60,7 @@ def _probe(model: nn.Module, size: int, autocast_dtype: torch.dtype | None) -> t
         return t
 
     x = torch.rand(1, model.config.in_channels, size, size, device=device)
+    x[:, -1] = (x[:, -1] > 0.5).to(x.dtype)  # the mask channel is binary (LaMa-MPE checks it)
     autocast = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
     with torch.no_grad(), autocast:
         local, global_ = model.front(x)
@@ -133,14 +134,34 @@ def estimate_refine_bytes(
 
 
 def available_bytes(device: torch.device) -> int | None:
-    """Free memory usable by this process on ``device`` (None when it cannot be known)."""
+    """Free memory usable by this process on ``device`` (None when it cannot be known).
+
+    On the CPU this is Linux's MemAvailable (free pages plus the page cache and reclaimable
+    memory the kernel gives back on demand), not MemFree: with a large page cache MemFree is
+    a small fraction of what can really be used.
+    """
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         reserved_unused = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
         return int(free + reserved_unused)
     if device.type == "cpu":
-        try:
+        available = _meminfo_available()
+        if available is not None:
+            return available
+        try:  # not Linux: free physical pages is the best portable figure
             return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
         except (ValueError, OSError, AttributeError):
             return None
+    return None
+
+
+def _meminfo_available(path: str = "/proc/meminfo") -> int | None:
+    """``MemAvailable`` from /proc/meminfo in bytes, or None where there is no such line."""
+    try:
+        with open(path, encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # reported in kB
+    except (OSError, ValueError, IndexError):
+        return None
     return None

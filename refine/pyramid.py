@@ -18,6 +18,7 @@ __all__ = [
     "number_of_scales",
     "budget_size",
     "resize_to_budget",
+    "resize_to",
     "build_pyramid",
     "pad_reflect_to_multiple",
 ]
@@ -65,7 +66,12 @@ def budget_size(height: int, width: int, px_budget: int) -> tuple[int, int]:
 
 def resize_to_budget(image: Tensor, mask: Tensor, px_budget: int) -> tuple[Tensor, Tensor]:
     """Bilinear resize (no antialias) to the budget; resized mask values > 1e-8 become 1."""
-    size = budget_size(*image.shape[-2:], px_budget)
+    return resize_to(image, mask, budget_size(*image.shape[-2:], px_budget))
+
+
+def resize_to(image: Tensor, mask: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """Bilinear resize (no antialias) to ``size``, as the official budget resize does it."""
+    size = tuple(size)
     if size == tuple(image.shape[-2:]):
         return image, mask
     image = F.interpolate(image, size=size, mode="bilinear", align_corners=False)

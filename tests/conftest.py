@@ -12,7 +12,7 @@ import torch
 
 from ffc import LamaGenerator
 from ffc.checkpoint import generator_from_state_dict
-from lama_testing import random_generator
+from lama_testing import random_generator, use_fixed_time_rates
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(os.environ.get("LAMA_FIXTURES", REPO.parent / "shared" / "fixtures"))
@@ -67,3 +67,14 @@ def load_case(fixtures_dir: Path):
 def small_generator() -> LamaGenerator:
     """A random-weight generator (ngf 8, 2 blocks): fast, for behaviour tests."""
     return random_generator()
+
+
+@pytest.fixture(autouse=True)
+def fixed_time_rates(request, monkeypatch):
+    """Plans use fixed time rates (lama_testing.FIXED_RATES) unless a test is marked measured_timing."""
+    import refine.timing
+
+    if request.node.get_closest_marker("measured_timing"):
+        monkeypatch.setattr(refine.timing, "_RATES", {})
+    else:
+        use_fixed_time_rates(monkeypatch, refine.timing)

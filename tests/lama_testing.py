@@ -50,3 +50,16 @@ def image_from_case(case: dict) -> tuple[torch.Tensor, torch.Tensor]:
 def hwc(t: torch.Tensor) -> np.ndarray:
     """(1,C,H,W) tensor -> (H,W,C) numpy, to compare with the goldens."""
     return t[0].permute(1, 2, 0).detach().cpu().numpy()
+
+
+# Time rates tests use instead of measuring (seconds = fixed + per_pixel * pixels): measurements
+# vary with the machine's load and would make plans (merged boxes, time budgets) nondeterministic.
+# Purely per-pixel, so boxes are merged only where that saves pixels.
+FIXED_RATES = {"infer": (0.0, 1e-7), "step": (0.0, 2e-7), "step_checkpointed": (0.0, 3e-7)}
+
+
+def use_fixed_time_rates(monkeypatch, timing_module) -> None:
+    """Make ``timing_module`` (a ``refine.timing``) return :data:`FIXED_RATES`, with an empty cache."""
+    monkeypatch.setattr(timing_module, "_RATES", {})
+    monkeypatch.setattr(timing_module, "_measure_rate",
+                        lambda model, autocast_dtype, operation: timing_module.Rate(*FIXED_RATES[operation]))

@@ -70,3 +70,24 @@ def test_info_on_a_torchscript_file_that_plants_code(tmp_path, fixtures_dir, run
     assert result.code == 0, result.err
     assert "torchscript" in result.out and "parameters       700,771" in result.out
     assert not planted.exists()
+
+
+def test_info_names_the_variant_its_parts_and_what_was_not_used(tmp_path, run_cli):
+    from pathlib import Path
+
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures" / "variants"
+    flat = load_file(fixtures / "lama_mpe_tiny.safetensors")
+    nested: dict = {"extra": {"scale": torch.ones(2)}}
+    for key, value in flat.items():
+        top, rest = key.split(".", 1)
+        nested.setdefault(top, {})[rest] = value.float() if value.is_floating_point() else value
+    path = tmp_path / "inpainting_lama_mpe.ckpt"
+    torch.save(nested, path)
+
+    result = run_cli("--info", path)
+
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    for expected in ("variant          LaMa-MPE (ngf 8, 2 blocks)", "variant id       lama-mpe", "refinable        yes",
+                     "mpe prefix       'str_state_dict.'", "unused tensors   1: extra.scale"):
+        assert expected in lines, result.out

@@ -102,8 +102,9 @@ class ComfyUIServer:
     """``python main.py`` of a ComfyUI checkout as a subprocess, and a small HTTP client for it."""
 
     def __init__(self, comfy_path: Path, python: str, layout: ServerLayout, pack_name: str,
-                 port: int | None = None) -> None:
+                 port: int | None = None, env: dict[str, str] | None = None) -> None:
         self.comfy_path = comfy_path
+        self.extra_env = dict(env or {})
         self.python = python
         self.layout = layout
         self.pack_name = pack_name
@@ -138,10 +139,11 @@ class ComfyUIServer:
             "--temp-directory": [str(layout.temp)],
             # The default database lives in the checkout's user/ folder, even with --user-directory.
             "--database-url": [f"sqlite:///{layout.database}"],
-            # Only our pack, even when the checkout's own custom_nodes/ has others.
-            "--disable-all-custom-nodes": [],
-            "--whitelist-custom-nodes": [self.pack_name],
         }
+        # Only our pack, even when the checkout's own custom_nodes/ has others; but only where the
+        # whitelist exists (ComfyUI >= 0.3.44): --disable-all-custom-nodes alone disables our pack too.
+        if "--whitelist-custom-nodes" in flags and "--disable-all-custom-nodes" in flags:
+            optional.update({"--disable-all-custom-nodes": [], "--whitelist-custom-nodes": [self.pack_name]})
         command = [self.python, "main.py"]
         for flag, values in list(required.items()) + list(optional.items()):
             if flag in flags:
@@ -151,7 +153,7 @@ class ComfyUIServer:
     def start(self) -> None:
         """Start the server; its stdout and stderr go to ``layout.log``."""
         self._log_file = open(self.layout.log, "wb")  # noqa: SIM115 (closed in stop)
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.extra_env)
         self.process = subprocess.Popen(self.command(), cwd=self.comfy_path, env=env, stdin=subprocess.DEVNULL,
                                         stdout=self._log_file, stderr=subprocess.STDOUT)
 
@@ -179,6 +181,15 @@ class ComfyUIServer:
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
+
+    def rss_bytes(self) -> int:
+        """The server process's resident memory now (Linux ``/proc``)."""
+        if self.process is None:
+            raise ComfyUIError("the server is not running")
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise ComfyUIError(f"no VmRSS in /proc/{self.process.pid}/status")
 
     def _raise_if_exited(self, when: str) -> None:
         if self.process is not None and self.process.poll() is not None:
@@ -212,6 +223,9 @@ class ComfyUIServer:
 
     def get_json(self, path: str, timeout: float = 30.0) -> Any:
         return json.loads(self._open(path, timeout=timeout))
+
+    def post_json(self, path: str, body: dict, timeout: float = 30.0) -> bytes:
+        return self._open(path, json.dumps(body).encode(), timeout=timeout)
 
     def object_info(self) -> dict[str, dict]:
         return self.get_json("/object_info", timeout=60.0)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from e2e.comfyui_server import ComfyUIServer, ServerLayout, combo_options, make_node
+from e2e.comfyui_server import ComfyUIError, ComfyUIServer, ServerLayout, combo_options, make_node
 
 pytestmark = [
     pytest.mark.comfyui,
@@ -226,6 +226,25 @@ def test_load_model_every_dtype(comfyui: ComfyUIServer, object_info: dict) -> No
         _check_saved(comfyui, entry, f"fill_{index}", SMALL)
 
 
+def test_model_names_resolve_across_folders(comfyui: ComfyUIServer, object_info: dict) -> None:
+    """``lama/<file>`` runs when the file is in models/inpaint; an unknown name is refused before the run."""
+    _require_pack(comfyui, object_info)
+    elsewhere = "lama/" + Path(INPAINT_MODEL).name  # only in the inpaint folder
+    assert elsewhere not in combo_options(object_info["LamaFFC_LoadModel"], "model_name")
+    graph = _masked_input(object_info, SMALL)
+    graph["model"] = make_node(object_info, "LamaFFC_LoadModel", model_name=elsewhere)
+    graph["fill"] = make_node(object_info, "LamaFFC_Inpaint", model=["model", 0], image=["load", 0], mask=["prepare", 0])
+    _save(object_info, graph, "fill", "fill")
+    entry, _ = comfyui.run_prompt(graph, PROMPT_TIMEOUT)
+    _check_saved(comfyui, entry, "fill", SMALL)
+    graph["model"]["inputs"]["model_name"] = "lama/no_such_model.safetensors"
+    with pytest.raises(ComfyUIError) as refused:
+        comfyui.queue_prompt(graph)
+    message = str(refused.value)
+    assert "rejected (400)" in message and "no_such_model.safetensors" in message and "not found" in message
+    assert Path(MODEL).name in message and Path(INPAINT_MODEL).name in message  # what exists is listed
+
+
 def test_inpaint_every_strategy(comfyui: ComfyUIServer, object_info: dict) -> None:
     """Each strategy, with a resize limit and a crop margin small enough to take effect."""
     _require_pack(comfyui, object_info)
@@ -251,7 +270,7 @@ def test_inpaint_then_refine(comfyui: ComfyUIServer, object_info: dict) -> None:
     graph["inpaint"] = make_node(object_info, "LamaFFC_Inpaint", model=["model", 0], image=["load", 0],
                                  mask=["prepare", 0])
     refine = {"model": ["model", 0], "image": ["inpaint", 0], "mask": ["inpaint", 1], "n_iters": 2, "min_side": 24,
-              "max_scales": max(2, refine_defaults["max_scales"])}
+              "max_scales": max(2, refine_defaults["max_scales"]), "mode": "paper"}
     graph["refine"] = make_node(object_info, "LamaFFC_Refine", **refine, crop_to_mask=False)
     # The crop (eroded hole plus 16 px) is still at least 32 px a side: two scales there too.
     graph["refine_crop"] = make_node(object_info, "LamaFFC_Refine", **refine, crop_to_mask=True, crop_margin=16)
@@ -273,7 +292,7 @@ def test_batch_of_two_with_one_mask(comfyui: ComfyUIServer, object_info: dict) -
     graph["inpaint"] = make_node(object_info, "LamaFFC_Inpaint", model=["model", 0], image=["batch", 0],
                                  mask=["prepare", 0])
     graph["refine"] = make_node(object_info, "LamaFFC_Refine", model=["model", 0], image=["inpaint", 0],
-                                mask=["prepare", 0], n_iters=1, min_side=24)
+                                mask=["prepare", 0], n_iters=1, min_side=24, mode="paper")
     for name in ("inpaint", "refine"):
         _save(object_info, graph, name, name)
     entry, seconds = comfyui.run_prompt(graph, PROMPT_TIMEOUT)
@@ -299,3 +318,103 @@ def test_image_without_alpha_passes_through(comfyui: ComfyUIServer, object_info:
         [(result, mask)] = _saved(comfyui, entry, name)
         assert mask.shape == source.shape[:2] and not mask.any(), f"{name}: expected an empty {source.shape[:2]} mask"
         assert np.array_equal(result, source), f"{name}: changed an image that has nothing to fill"
+
+
+# -- memory: "Free model and node cache" frees LaMa ------------------------------------------------
+
+# glibc keeps freed blocks of a dynamically grown mmap threshold in its heap, so RSS would not show
+# a release; a fixed threshold returns every large block (all weight tensors) to the system at once.
+FREE_MEMORY_ENV = {"MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
+SETTLE_SECONDS = 30.0
+
+
+def _big_lama_file(path: Path, seed: int) -> int:
+    """A random-weight Big-LaMa (51M parameters) as safetensors; returns its size in bytes."""
+    import torch
+    from safetensors.torch import save_file
+
+    from ffc import BIG_LAMA, LamaGenerator
+
+    torch.manual_seed(seed)
+    save_file({k: v.contiguous() for k, v in LamaGenerator(BIG_LAMA).state_dict().items()}, str(path))
+    return path.stat().st_size
+
+
+def _settled_rss(server: ComfyUIServer) -> int:
+    """RSS once it has stopped changing (by more than 1 MiB over 2 s), within SETTLE_SECONDS."""
+    import time
+
+    start = time.monotonic()
+    samples = [server.rss_bytes()]
+    while time.monotonic() - start < SETTLE_SECONDS:
+        time.sleep(0.25)
+        samples.append(server.rss_bytes())
+        recent = samples[-9:]
+        if len(recent) == 9 and max(recent) - min(recent) < (1 << 20):
+            break
+    return samples[-1]
+
+
+def _free(server: ComfyUIServer, info: dict) -> int:
+    """POST /free as the UI's "Free model and node cache" button does; the settled RSS after it.
+
+    The server sets its two flags with two wake-ups of the prompt worker, which may read only the
+    first and then sleep until the next prompt (seen with 0.3.64). Two trivial prompts afterwards
+    make sure the worker has read both flags (it reads them after each prompt) before RSS is read.
+    """
+    server.post_json("/free", {"unload_models": True, "free_memory": True})
+    for _ in range(2):
+        server.run_prompt({"load": make_node(info, "LoadImage", image=SMALL.name),
+                           "show": make_node(info, "PreviewImage", images=["load", 0])}, PROMPT_TIMEOUT)
+    return _settled_rss(server)
+
+
+@pytest.fixture(scope="module")
+def big_models_server(tmp_path_factory) -> tuple[ComfyUIServer, int]:
+    """A fresh server (RSS of its own) with two Big-LaMa-sized files, one in lama/, one in inpaint/."""
+    pytest.importorskip("PIL.Image")
+    if not Path("/proc/self/status").is_file():
+        pytest.skip("RSS is read from /proc (Linux only)")
+    comfy_path = Path(os.environ["COMFYUI_PATH"]).expanduser().resolve()
+    layout = ServerLayout(tmp_path_factory.mktemp("comfyui_free"))
+    layout.create(REPO, PACK_NAME)
+    shutil.copyfile(_fixture_weights(), layout.lama_models / Path(MODEL).name)
+    size = _big_lama_file(layout.lama_models / "big_a.safetensors", seed=1)
+    _big_lama_file(layout.inpaint_models / "big_b.safetensors", seed=2)
+    SMALL.save(layout.input)
+    server = ComfyUIServer(comfy_path, os.environ.get("COMFYUI_PYTHON", sys.executable), layout, PACK_NAME,
+                           env=FREE_MEMORY_ENV)
+    server.start()
+    try:
+        server.wait_ready(READY_TIMEOUT)
+        yield server, size
+    finally:
+        server.stop()
+
+
+def _inpaint_with(server: ComfyUIServer, info: dict, model_names: list[str]) -> None:
+    graph = _masked_input(info, SMALL)
+    for index, name in enumerate(model_names):
+        graph[f"model_{index}"] = make_node(info, "LamaFFC_LoadModel", model_name=name, dtype="fp32")
+        graph[f"fill_{index}"] = make_node(info, "LamaFFC_Inpaint", model=[f"model_{index}", 0], image=["load", 0],
+                                           mask=["prepare", 0])
+        graph[f"save_{index}"] = make_node(info, "SaveImage", images=[f"fill_{index}", 0], filename_prefix="e2e/free")
+    server.run_prompt(graph, PROMPT_TIMEOUT)
+
+
+def test_free_releases_lama_models(big_models_server) -> None:
+    """After POST /free the server's RSS is back near where it was before the models were loaded."""
+    server, weights = big_models_server
+    info = server.object_info()
+    _inpaint_with(server, info, [MODEL])  # warm-up: torch kernels, ComfyUI caches, the tiny model
+    baseline = _free(server, info)
+    print(f"\n[e2e] one Big-LaMa file = {weights / 2**20:.0f} MiB; server RSS after warm-up and /free: "
+          f"{baseline / 2**20:.0f} MiB")
+    for label, names in (("one model", ["lama/big_a.safetensors"]),
+                         ("two models", ["lama/big_a.safetensors", "inpaint/big_b.safetensors"])):
+        _inpaint_with(server, info, names)
+        loaded = _settled_rss(server)
+        freed = _free(server, info)
+        print(f"[e2e] {label}: RSS {loaded / 2**20:.0f} MiB loaded, {freed / 2**20:.0f} MiB after /free")
+        assert loaded - baseline > 0.8 * weights * len(names), f"{label}: the models never showed in RSS"
+        assert freed - baseline < 0.25 * weights, f"{label}: /free left {(freed - baseline) / 2**20:.0f} MiB behind"

@@ -165,7 +165,8 @@ def test_missing_and_misshaped_keys_are_named(tmp_path, tiny_state):
     broken = dict(tiny_state)
     del broken["model.6.conv2.ffc.convg2g.fu.conv_layer.weight"]
     save_file(broken, tmp_path / "missing.safetensors")
-    with pytest.raises(CheckpointError, match=r"missing\.safetensors: missing generator tensor 'model\.6\.conv2\.ffc\.convg2g\.fu\.conv_layer\.weight'"):
+    with pytest.raises(CheckpointError, match=r"missing\.safetensors: looks like FFC generator \(ngf 16, 3 blocks\) but tensor "
+                       r"'model\.6\.conv2\.ffc\.convg2g\.fu\.conv_layer\.weight' is missing"):
         load_generator(tmp_path / "missing.safetensors")
 
     broken = dict(tiny_state)
@@ -176,7 +177,7 @@ def test_missing_and_misshaped_keys_are_named(tmp_path, tiny_state):
 
     extra = {**tiny_state, "model.5.conv1.ffc.convg2g.lfu.conv_layer.weight": torch.zeros(1)}
     save_file(extra, tmp_path / "lfu.safetensors")
-    with pytest.raises(CheckpointError, match="unexpected generator tensor 'model.5.conv1.ffc.convg2g.lfu"):
+    with pytest.raises(CheckpointError, match="has tensor 'model.5.conv1.ffc.convg2g.lfu.conv_layer.weight', which that network does not have"):
         load_generator(tmp_path / "lfu.safetensors")
 
 

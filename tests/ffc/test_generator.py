@@ -29,12 +29,6 @@ def test_state_dict_layout_matches_official(fixtures_dir, config, fixture, entri
     assert config_from_state_dict(generator.state_dict()) == config
 
 
-def test_variant_names():
-    assert BIG_LAMA.variant == "Big-LaMa"
-    assert LAMA_FOURIER.variant == "LaMa-Fourier"
-    assert LamaConfig(ngf=16, n_blocks=3).variant.startswith("FFC generator")
-
-
 def test_tiny_fixture_loads_strictly_with_inferred_config(fixtures_dir, tiny_state):
     spec = json.loads((fixtures_dir / "tiny_lama_config.json").read_text())
     kwargs = spec["generator_kwargs"]

@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ffc.checkpoint import generator_from_state_dict
+from lama_testing import use_fixed_time_rates
 from nodes.standalone import import_pack
 
 PACK_NAME = "lama_ffc_pack_under_test"
@@ -75,6 +76,12 @@ def pack(tmp_path_factory) -> ModuleType:
 def pack_module(pack) -> Callable[[str], ModuleType]:
     """``pack_module("nodes.loader")`` -> that module of the pack under test."""
     return lambda relative: sys.modules[f"{PACK_NAME}.{relative}"]
+
+
+@pytest.fixture(autouse=True)
+def pack_fixed_time_rates(pack, monkeypatch):
+    """The pack's own copy of refine.timing also uses fixed time rates (see tests/conftest.py)."""
+    use_fixed_time_rates(monkeypatch, sys.modules[f"{PACK_NAME}.refine.timing"])
 
 
 class _TracedWrapper(nn.Module):

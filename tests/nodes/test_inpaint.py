@@ -37,13 +37,14 @@ def test_fills_the_hole_and_keeps_everything_else(call, lama, tiny_state, random
     torch.testing.assert_close(out, _reference(tiny_state, image, mask), atol=1e-6, rtol=0)
 
 
-def test_uses_model_management_and_a_progress_bar_per_image(call, comfy, lama, random_image, box_mask):
+def test_uses_model_management_and_a_progress_step_per_forward(call, comfy, lama, random_image, box_mask):
     _run(call, lama, random_image(3, H, W), box_mask(1, H, W))
     (load,) = comfy.loads
     assert load["models"] == [lama.patcher] and load["memory_required"] > 0 and load["force_full_load"]
     (bar,) = comfy.progress
-    assert bar.total == 3 and [value for value, _ in bar.updates] == [1, 2, 3]
-    assert comfy.interrupt_checks >= 3
+    assert bar.total == 3 and [value for value, _ in bar.updates] == [0, 1, 2, 3, 3]
+    assert comfy.interrupt_checks > 3  # polled between the generator's layers
+    assert "plan: original: 48x40, 3 forwards" in comfy.node_text
 
 
 def test_alpha_passes_through(call, lama, random_image, box_mask):
@@ -146,7 +147,7 @@ def test_out_of_memory_retries_once_on_crops(call, comfy, lama, pack_module, mon
     real, strategies = module.inpaint_with_strategy, []
 
     def flaky(model, image, mask, **options):
-        strategies.append(options["strategy"])
+        strategies.append(options["plan"].images[0].strategy)
         if len(strategies) == 1:
             raise comfy.oom_exception("CUDA out of memory")
         return real(model, image, mask, **options)
@@ -186,11 +187,17 @@ def test_persistent_out_of_memory_propagates(call, comfy, lama, pack_module, mon
         _run(call, lama, random_image(1, H, W), box_mask(1, H, W))
 
 
-def test_cancel_between_images(call, comfy, lama, random_image, box_mask):
-    comfy.interrupt_after = 2
+def test_cancel_inside_a_forward_then_run_again(call, comfy, lama, random_image, box_mask):
+    image, mask = random_image(3, H, W), box_mask(1, H, W)
+    expected, _ = _run(call, lama, image, mask)
+    checks = comfy.interrupt_checks
+    comfy.interrupt_after = checks + checks // 3 + 2  # somewhere inside the second image's forward
     with pytest.raises(Exception, match="Processing interrupted"):
-        _run(call, lama, random_image(3, H, W), box_mask(1, H, W))
-    assert [value for value, _ in comfy.progress[0].updates] == [1]
+        _run(call, lama, image, mask)
+    assert [value for value, _ in comfy.progress[-1].updates] == [0, 1]
+    comfy.interrupt_after = None
+    again, _ = _run(call, lama, image, mask)
+    assert torch.equal(again, expected)  # the model is unchanged by the cancel
 
 
 @pytest.mark.parametrize(("image", "text"), [
@@ -201,3 +208,19 @@ def test_cancel_between_images(call, comfy, lama, random_image, box_mask):
 def test_bad_images_are_named(call, lama, box_mask, image, text):
     with pytest.raises((ValueError, TypeError), match=text):
         _run(call, lama, image, box_mask(1, H, W))
+
+
+def test_memory_guard_switches_strategy_and_says_so(call, comfy, lama, pack_module, monkeypatch, random_image):
+    image = random_image(1, 96, 128)
+    mask = torch.zeros(1, 96, 128)
+    mask[:, 10:20, 10:20] = 1
+    ffc_plan = pack_module("ffc.plan")
+    full = ffc_plan.inference_bytes(lama.info.config, 96, 128)
+    monkeypatch.setattr(pack_module("nodes._common"), "available_bytes", lambda device: int(full * 0.8))
+    out, _ = _run(call, lama, image, mask, crop_margin=8)
+    keep = (mask == 0)[..., None].expand_as(image)
+    assert torch.equal(out[keep], image[keep])
+    assert "warning: image 0: original needs ~" in comfy.node_text
+    assert "inpainting 1 crop around the holes instead" in comfy.node_text
+    (load,) = comfy.loads
+    assert load["memory_required"] < full * 0.8

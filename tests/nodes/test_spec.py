@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.machinery
+import inspect
 import json
 import subprocess
 import sys
@@ -101,15 +103,33 @@ def test_inpaint_schema(pack, comfy):
 
 def test_refine_schema(pack, comfy):
     inputs = _inputs(pack, "LamaFFC_Refine")
+    # Saved workflows store widget values by position: new inputs only ever go at the end.
     assert list(inputs) == ["model", "image", "mask", "n_iters", "lr", "min_side", "max_scales", "px_budget",
-                            "crop_to_mask", "crop_margin", "early_stop_tol", "precision", "mask_threshold"]
+                            "crop_to_mask", "crop_margin", "early_stop_tol", "precision", "mask_threshold",
+                            "mode", "max_seconds"]
     defaults = {name: options.get("default") for name, (_, options) in inputs.items()}
     assert defaults == {"model": None, "image": None, "mask": None, "n_iters": 15, "lr": 0.002, "min_side": 512,
                         "max_scales": 3, "px_budget": 1_800_000, "crop_to_mask": False, "crop_margin": 128,
-                        "early_stop_tol": 0.0, "precision": "auto", "mask_threshold": 0.0}
+                        "early_stop_tol": 0.0, "precision": "auto", "mask_threshold": 0.0, "mode": "auto",
+                        "max_seconds": 0.0}
     assert inputs["crop_to_mask"][0] == "BOOLEAN"
-    assert inputs["precision"][0] == ["auto", "fp32", "bf16"]
+    assert inputs["precision"][0] == ["auto", "fp32", "bf16"] and inputs["mode"][0] == ["paper", "auto"]
+    assert not any("advanced" in options for _, options in inputs.values())  # V1: ordinary inputs
     assert inputs["n_iters"][1]["min"] == 1 and inputs["px_budget"][1]["min"] >= 256
+
+
+def test_defaults_are_the_libraries(pack_module, comfy):
+    """One source of defaults: the node's widgets show the library's RefineSettings defaults."""
+    from refine import PRECISIONS, RefineSettings
+
+    spec = pack_module("nodes.refinement").SPEC
+    defaults = RefineSettings()
+    by_name = {p.name: p for p in spec.inputs}
+    for name in ("n_iters", "lr", "min_side", "max_scales", "px_budget", "crop_to_mask", "crop_margin", "early_stop_tol"):
+        assert by_name[name].default == getattr(defaults, name), name
+    assert by_name["precision"].options == ("auto", *PRECISIONS)
+    assert {p.name for p in spec.inputs if p.advanced} == {"lr", "min_side", "max_scales", "crop_margin",
+                                                           "early_stop_tol", "precision", "mask_threshold"}
 
 
 @pytest.mark.parametrize("style", ["v1", "v3"])
@@ -153,7 +173,7 @@ class _Socket:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
-def _fake_comfy_api() -> dict[str, ModuleType]:
+def _fake_io(module_name: str) -> ModuleType:
     def socket_type(io_type: str) -> type:
         class Type:
             class Input(_Socket):
@@ -166,7 +186,7 @@ def _fake_comfy_api() -> dict[str, ModuleType]:
 
         return Type
 
-    io = ModuleType("comfy_api.latest.io")
+    io = ModuleType(module_name)
     for name, io_type in [("Int", "INT"), ("Float", "FLOAT"), ("Boolean", "BOOLEAN"), ("Combo", "COMBO"),
                           ("Image", "IMAGE"), ("Mask", "MASK")]:
         setattr(io, name, socket_type(io_type))
@@ -191,39 +211,109 @@ def _fake_comfy_api() -> dict[str, ModuleType]:
     class ComfyExtension:
         pass
 
-    io.Schema, io.ComfyNode, io.NodeOutput = Schema, ComfyNode, NodeOutput
-    api = ModuleType("comfy_api")
-    api.__path__ = []
-    latest = ModuleType("comfy_api.latest")
-    latest.io, latest.ComfyExtension = io, ComfyExtension
-    for module in (api, latest):
-        module.__spec__ = importlib.machinery.ModuleSpec(module.__name__, None, is_package=True)
-    return {"comfy_api": api, "comfy_api.latest": latest}
+    io.Schema, io.ComfyNode, io.NodeOutput, io.ComfyExtension = Schema, ComfyNode, NodeOutput, ComfyExtension
+    return io
 
 
-def test_v3_api_gives_an_entrypoint_and_no_mappings(install_modules, stubs_factory, tmp_path):
-    stubs = stubs_factory(str(tmp_path))
-    with install_modules({**stubs.modules(), **_fake_comfy_api()}):
-        module = import_pack("lama_ffc_pack_v3")
-        try:
-            assert hasattr(module, "comfy_entrypoint") and not hasattr(module, "NODE_CLASS_MAPPINGS")
-            extension = asyncio.run(module.comfy_entrypoint())
-            classes = asyncio.run(extension.get_node_list())
-            schemas = {cls.define_schema().node_id: cls.define_schema() for cls in classes}
-            assert sorted(schemas) == sorted(NODE_IDS)
-            refine = schemas["LamaFFC_Refine"]
-            assert refine.category == "inpaint/lama" and refine.description
-            by_id = {socket.id: socket for socket in refine.inputs}
-            assert by_id["model"].io_type == "LAMA_FFC_MODEL" and by_id["image"].io_type == "IMAGE"
-            assert by_id["n_iters"].io_type == "INT" and by_id["n_iters"].kwargs["default"] == 15
-            assert by_id["precision"].kwargs["options"] == ["auto", "fp32", "bf16"]
-            assert by_id["lr"].kwargs["round"] == 0.0001
-            assert all(socket.kwargs["tooltip"] for socket in refine.inputs + refine.outputs)
-            assert [o.kwargs["display_name"] for o in refine.outputs] == ["image", "mask"]
-            mask_node = next(cls for cls in classes if cls.SPEC.node_id == "LamaFFC_PrepareMask")
-            out = mask_node.execute(mask=__import__("torch").ones(1, 8, 8), threshold=0.5, operation="none",
-                                    kernel_size=1, feather=0.0)
-            assert out.args[0].shape == (1, 8, 8)
-        finally:
-            for name in [n for n in sys.modules if n == "lama_ffc_pack_v3" or n.startswith("lama_ffc_pack_v3.")]:
-                del sys.modules[name]
+def _package(name: str, **attributes: Any) -> ModuleType:
+    module = ModuleType(name)
+    module.__path__ = []
+    module.__spec__ = importlib.machinery.ModuleSpec(name, None, is_package=True)
+    for key, value in attributes.items():
+        setattr(module, key, value)
+    return module
+
+
+def _fake_comfy_api(*versions: str) -> dict[str, ModuleType]:
+    """``comfy_api`` with the given submodules (``latest``, ``v0_0_2``, ...), each with its own io.
+
+    As in ComfyUI (0.3.48 ... 0.38+), a versioned module exports ``io``, ``ui`` and ``ComfyExtension``;
+    here each gets a distinct ``io`` so a test can tell which one the pack used.
+    """
+    modules = {"comfy_api": _package("comfy_api")}
+    for version in versions:
+        io = _fake_io(f"comfy_api.{version}.io")
+        modules[f"comfy_api.{version}"] = _package(f"comfy_api.{version}", io=io, ui=ModuleType("ui"),
+                                                   ComfyExtension=io.ComfyExtension)
+    return modules
+
+
+@pytest.fixture()
+def import_v3_pack(install_modules, stubs_factory, tmp_path):
+    """``import_v3_pack(*versions)`` -> the pack imported under a comfy_api with those versions."""
+    names: list[str] = []
+    with contextlib.ExitStack() as stack:
+
+        def run(*versions: str) -> ModuleType:
+            stack.enter_context(install_modules({**stubs_factory(str(tmp_path)).modules(), **_fake_comfy_api(*versions)}))
+            names.append(f"lama_ffc_pack_v3_{len(names)}")
+            return import_pack(names[-1])
+
+        yield run
+        for module in [n for n in sys.modules if any(n == name or n.startswith(name + ".") for name in names)]:
+            del sys.modules[module]
+
+
+@pytest.mark.parametrize(("versions", "used"), [
+    (("latest", "v0_0_1", "v0_0_2", "v0_0_3"), "v0_0_2"),  # ComfyUI 0.38+: v0_0_2 is still there
+    (("latest", "v0_0_1", "v0_0_2"), "v0_0_2"),  # 0.3.48 ... 0.3.64
+    (("latest",), "latest"),  # a ComfyUI without the frozen version: the unstable one
+])
+def test_v3_classes_come_from_the_versioned_api(import_v3_pack, versions, used):
+    module = import_v3_pack(*versions)
+    api = sys.modules[f"comfy_api.{used}"]
+    extension = asyncio.run(module.comfy_entrypoint())
+    assert isinstance(extension, api.ComfyExtension)
+    classes = asyncio.run(extension.get_node_list())
+    assert classes and all(issubclass(cls, api.io.ComfyNode) for cls in classes)
+
+
+def test_a_broken_v3_api_is_reported_not_hidden(import_v3_pack):
+    module = import_v3_pack("v0_0_2")
+    del sys.modules["comfy_api.v0_0_2"].io
+    with pytest.raises(ImportError, match=r"comfy_api.v0_0_2 lacks \['io'\]"):
+        asyncio.run(module.comfy_entrypoint())
+
+
+def test_v3_api_gives_an_entrypoint_and_no_mappings(import_v3_pack):
+    module = import_v3_pack("latest", "v0_0_2")
+    assert hasattr(module, "comfy_entrypoint") and not hasattr(module, "NODE_CLASS_MAPPINGS")
+    extension = asyncio.run(module.comfy_entrypoint())
+    classes = asyncio.run(extension.get_node_list())
+    schemas = {cls.define_schema().node_id: cls.define_schema() for cls in classes}
+    assert sorted(schemas) == sorted(NODE_IDS)
+    refine = schemas["LamaFFC_Refine"]
+    assert refine.category == "inpaint/lama" and refine.description
+    by_id = {socket.id: socket for socket in refine.inputs}
+    assert by_id["model"].io_type == "LAMA_FFC_MODEL" and by_id["image"].io_type == "IMAGE"
+    assert by_id["n_iters"].io_type == "INT" and by_id["n_iters"].kwargs["default"] == 15
+    assert by_id["precision"].kwargs["options"] == ["auto", "fp32", "bf16"]
+    assert by_id["lr"].kwargs["round"] == 0.0001
+    # 0.3.64-style inputs have no advanced keyword: the flag travels in extra_dict.
+    assert by_id["lr"].kwargs["extra_dict"] == {"advanced": True}
+    assert "extra_dict" not in by_id["n_iters"].kwargs and "advanced" not in by_id["n_iters"].kwargs
+    assert all(socket.kwargs["tooltip"] for socket in refine.inputs + refine.outputs)
+    assert [o.kwargs["display_name"] for o in refine.outputs] == ["image", "mask"]
+    mask_node = next(cls for cls in classes if cls.SPEC.node_id == "LamaFFC_PrepareMask")
+    out = mask_node.execute(mask=__import__("torch").ones(1, 8, 8), threshold=0.5, operation="none",
+                            kernel_size=1, feather=0.0)
+    assert out.args[0].shape == (1, 8, 8)
+    # ComfyUI reads these names to decide which inputs it leaves to the node's own check.
+    loader_node = next(cls for cls in classes if cls.SPEC.node_id == "LamaFFC_LoadModel")
+    assert inspect.getfullargspec(loader_node.validate_inputs).args == ["cls", "model_name"]
+
+
+def test_v3_advanced_keyword_where_the_api_has_it(pack_module, comfy):
+    spec_module = pack_module("nodes._spec")
+
+    class Int:
+        class Input:
+            def __init__(self, id, default=None, min=None, max=None, step=None, tooltip=None, advanced=None):
+                self.kwargs = {"advanced": advanced, "tooltip": tooltip}
+
+    io = ModuleType("io")
+    io.Int = Int
+    param = spec_module.Param.int("steps", 3, lo=1, hi=9, tooltip="t", advanced=True)
+    assert spec_module._v3_input(io, param).kwargs == {"advanced": True, "tooltip": "t"}
+    info = spec_module.object_info(style="v3")["LamaFFC_Refine"]["input"]["required"]
+    assert info["lr"][1]["advanced"] is True and "advanced" not in info["n_iters"][1]

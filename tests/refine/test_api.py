@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 
 import pytest
 import torch
 
-import refine.api as refine_api
 from ffc import fuse_for_inference
 from lama_testing import random_generator
 from refine import RefineCancelled, RefineSettings, budget_size, estimate_refine_bytes, plan_scales, refine
 from refine.memory import available_bytes
 
+planner = importlib.import_module("refine.plan")  # the module (refine.plan is also the function)
 FAST = dict(n_iters=3, min_side=32, checkpointing="off")
 
 
@@ -215,7 +216,7 @@ def test_low_memory_turns_on_checkpointing_then_lowers_the_budget(monkeypatch, c
     need_ckpt = estimate_refine_bytes(small_generator, 96, 96, checkpoint_rear=True)
     assert need_ckpt.total < need.total
     free = (need.total + need_ckpt.total) / 2 / RefineSettings().memory_fraction
-    monkeypatch.setattr(refine_api, "available_bytes", lambda device: int(free))
+    monkeypatch.setattr(planner, "available_bytes", lambda device: int(free))
     settings = RefineSettings(n_iters=2, min_side=32, fused=False)
     result, reports = refine(small_generator, image, mask, settings)
     assert reports[0].regions[0].checkpointed and result.shape == image.shape
@@ -224,14 +225,14 @@ def test_low_memory_turns_on_checkpointing_then_lowers_the_budget(monkeypatch, c
     image, mask = _image_and_hole(320, 320, box=(100, 200, 100, 200))
     fused = fuse_for_inference(small_generator)  # what refine() optimises by default
     big = estimate_refine_bytes(fused, 320, 320)
-    monkeypatch.setattr(refine_api, "available_bytes", lambda device: int(big.total * 0.8 / RefineSettings().memory_fraction))
+    monkeypatch.setattr(planner, "available_bytes", lambda device: int(big.total * 0.8 / RefineSettings().memory_fraction))
     with caplog.at_level(logging.WARNING):
         result, reports = refine(small_generator, image, mask, RefineSettings(n_iters=2, min_side=64))
     assert "lowering the pixel budget" in caplog.text
     assert 256 <= reports[0].regions[0].work_size[0] < 320 and result.shape == image.shape
     assert _known_exact(result, image, mask)
 
-    monkeypatch.setattr(refine_api, "available_bytes", lambda device: 1000)
+    monkeypatch.setattr(planner, "available_bytes", lambda device: 1000)
     with pytest.raises(MemoryError, match="crop_to_mask"):
         refine(small_generator, image, mask, settings)
 

@@ -359,3 +359,40 @@ def test_conversion_refuses_bypassed_nodes(inpaint, schemas):
     node_of(inpaint, "LamaFFC_PrepareMask")["mode"] = 4
     with pytest.raises(ValueError, match="muted or bypassed nodes are not converted"):
         validate.ui_to_api(inpaint, schemas)
+
+
+# -- the workflows name their pack -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.name)
+def test_our_nodes_carry_the_registry_name_and_version(path):
+    name, version = validate.pack_identity()
+    workflow = load(path)
+    ours = [node for node in workflow["nodes"] if node["type"].startswith("LamaFFC_")]
+    assert ours and all(node["properties"]["cnr_id"] == name and node["properties"]["ver"] == version for node in ours)
+    core = [node for node in workflow["nodes"] if node not in ours and node["type"] not in validate.FRONTEND_ONLY]
+    assert all(node["properties"]["cnr_id"] == "comfy-core" for node in core)
+    (note,) = [node for node in workflow["nodes"] if node["type"] == "MarkdownNote"]
+    assert f"(`{name}`)" in note["widgets_values"][0].split("\n\n")[1]  # right under the heading
+
+
+def test_pack_properties_are_checked(inpaint, schemas):
+    name, version = validate.pack_identity()
+    node, loader, save = node_of(inpaint, "LamaFFC_Inpaint"), node_of(inpaint, "LamaFFC_LoadModel"), node_of(inpaint, "SaveImage")
+    del node["properties"]["cnr_id"]
+    loader["properties"]["ver"] = "0.0.9"
+    save["properties"]["cnr_id"] = name
+    assert validate.check_ui(inpaint, schemas) == [
+        f"node {loader['id']} (LamaFFC_LoadModel): properties.ver is '0.0.9', expected {version!r} (pyproject's [project] version)",
+        f"node {node['id']} (LamaFFC_Inpaint): properties.cnr_id is None, expected {name!r} (pyproject's [project] name), "
+        "which the missing-nodes dialog and ComfyUI-Manager use to find the pack",
+        f"node {save['id']} (SaveImage): a core node with properties.cnr_id {name!r}, expected 'comfy-core'",
+    ]
+
+
+def test_a_note_must_name_the_pack(inpaint, schemas):
+    note = node_of(inpaint, "MarkdownNote")
+    name, _ = validate.pack_identity()
+    note["widgets_values"] = [note["widgets_values"][0].replace(name, "this pack")]
+    assert validate.check_ui(inpaint, schemas) == [
+        f"no note names the pack {name!r}: without it installed, users only see missing node classes"]

@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
+import tomllib
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
@@ -40,8 +42,21 @@ CONTROL_VALUES = frozenset({"fixed", "increment", "decrement", "randomize"})
 MODEL_EXTENSIONS = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin", ".gguf")
 TITLE_HEIGHT = 30  # the front end draws a node's title bar above its pos
 
+# What the front end records in a node's properties to name its pack (ComfyUI_frontend:
+# WorkflowMetadataExtension writes them; getCnrIdFromProperties and useWorkflowPacks read them for
+# the missing-nodes dialog and the Manager's "install missing"). Core nodes carry "comfy-core".
+CORE_PACK = "comfy-core"
+CNR_ID = re.compile(r"^[A-Za-z0-9_-]+$")  # the front end's workflow schema rejects anything else
+SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?$")
+
 # Kinds of widgets_values entries (see widget_slots).
 VALUE, CONTROL, UPLOAD = "value", "control_after_generate", "upload"
+
+
+def pack_identity(pyproject: Path = REPO / "pyproject.toml") -> tuple[str, str]:
+    """(registry name, version) of this pack, from pyproject.toml's [project]."""
+    project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
+    return project["name"], project["version"]
 
 
 def load_schemas(core: Path = CORE_OBJECT_INFO, style: str = "v1") -> dict[str, dict]:
@@ -224,6 +239,44 @@ def _check_layout(nodes: dict[int, dict], problems: list[str]) -> None:
             problems.append(f"nodes {a} and {b} overlap on the canvas")
 
 
+def _is_pack_node(schema: dict | None) -> bool:
+    # The front end's own rule: python_module "custom_nodes.<folder>" is a pack, "nodes" or
+    # "comfy_extras.*" is core.
+    return schema is not None and str(schema.get("python_module", "")).startswith("custom_nodes.")
+
+
+def _check_pack_properties(nodes: dict[int, dict], schemas: dict[str, dict], problems: list[str]) -> None:
+    """Our nodes name this pack (``cnr_id``, ``ver``); core nodes, if tagged, say comfy-core; a note names the pack."""
+    name, version = pack_identity()
+    ours = False
+    for node_id, raw in nodes.items():
+        kind = raw.get("type", "?")
+        properties = raw.get("properties") or {}
+        where = f"node {node_id} ({kind})"
+        if kind in FRONTEND_ONLY or kind not in schemas:
+            continue
+        if _is_pack_node(schemas[kind]):
+            ours = True
+            if properties.get("cnr_id") != name:
+                problems.append(f"{where}: properties.cnr_id is {properties.get('cnr_id')!r}, expected {name!r} "
+                                "(pyproject's [project] name), which the missing-nodes dialog and ComfyUI-Manager use "
+                                "to find the pack")
+            if properties.get("ver") != version:
+                problems.append(f"{where}: properties.ver is {properties.get('ver')!r}, expected {version!r} "
+                                "(pyproject's [project] version)")
+        elif "cnr_id" in properties and properties["cnr_id"] != CORE_PACK:
+            problems.append(f"{where}: a core node with properties.cnr_id {properties['cnr_id']!r}, expected {CORE_PACK!r}")
+        cnr_id, ver = properties.get("cnr_id"), properties.get("ver")
+        if cnr_id is not None and not (isinstance(cnr_id, str) and CNR_ID.match(cnr_id)):
+            problems.append(f"{where}: properties.cnr_id {cnr_id!r} is not a registry id ([A-Za-z0-9_-]+)")
+        if ver is not None and not (isinstance(ver, str) and SEMVER.match(ver)):
+            problems.append(f"{where}: properties.ver {ver!r} is not a version such as '0.1.0'")
+    notes = [" ".join(str(v) for v in raw.get("widgets_values") or [])
+             for raw in nodes.values() if raw.get("type") in ("Note", "MarkdownNote")]
+    if ours and not any(name in text for text in notes):
+        problems.append(f"no note names the pack {name!r}: without it installed, users only see missing node classes")
+
+
 def read_ui(workflow: dict, schemas: dict[str, dict], problems: list[str]) -> list[Node]:
     """Reduce a UI-format workflow to nodes, adding format problems (links, widgets, layout)."""
     for key in ("last_node_id", "last_link_id", "nodes", "links", "version"):
@@ -240,6 +293,7 @@ def read_ui(workflow: dict, schemas: dict[str, dict], problems: list[str]) -> li
     if links and max(links) > workflow.get("last_link_id", 0):
         problems.append(f"last_link_id {workflow.get('last_link_id')} is below the largest link id {max(links)}")
     _check_layout(nodes, problems)
+    _check_pack_properties(nodes, schemas, problems)
 
     result = []
     for node_id, raw in nodes.items():
