@@ -2,6 +2,8 @@
 
     python benchmarks/bench_ray.py                                  # tiny + Big-LaMa, 512 px, 2 workers, CPU
     python benchmarks/bench_ray.py --weights tiny --images 200 --modes local local_1thread ray
+    python benchmarks/bench_ray.py --weights big --images 4 --size 256 --mode refine --min-side 128 \
+        --modes local_1thread ray                                   # refinement: same bytes on Ray
     python benchmarks/bench_ray.py --ray HEAD:6379 --device cuda --workers 8 --images 2000 \\
         --weights big --data /shared/lama-bench --json ray.json     # a multi-GPU cluster
 
@@ -100,14 +102,17 @@ def _steady(clock: _Clock, workers: int) -> tuple[float, int, float]:
             statistics.fmean(clock.compute[first + 1:]))
 
 
-def worker(mode: str, model: str, inputs: str, output: str, device_name: str, workers: int, address: str) -> dict:
+def worker(mode: str, model: str, inputs: str, output: str, device_name: str, workers: int, address: str,
+           inpaint_mode: str, n_iters: int, min_side: int) -> dict:
     """One mode in this (fresh) process; the measurements as a dict."""
     import torch
 
     from lama_cli.inpainter import Inpainter
     from lama_cli.pairing import pair_folder, plan_outputs
     from lama_cli.progress import DONE, Summary
+    from refine import RefineSettings
 
+    refine_settings = RefineSettings(n_iters=n_iters, min_side=min_side)
     started = time.perf_counter()
     jobs = pair_folder(Path(inputs))
     plan_outputs(jobs, Path(output), "png", overwrite=True, protected=[])
@@ -122,7 +127,8 @@ def worker(mode: str, model: str, inputs: str, output: str, device_name: str, wo
             torch.set_num_threads(1)
         device = device_from(device_name)
         generator, _ = load_generator(model)
-        inpainter = Inpainter(generator, device=device, dtype="fp32", mode="plain")
+        inpainter = Inpainter(generator, device=device, dtype="fp32", mode=inpaint_mode,
+                              refine_settings=refine_settings)
         result["startup_s"] = time.perf_counter() - started
         run_batch(jobs, inpainter, clock.reporter, summary, "png")
         result["threads"] = torch.get_num_threads()
@@ -131,11 +137,10 @@ def worker(mode: str, model: str, inputs: str, output: str, device_name: str, wo
     else:
         from lama_cli.inpainter import MaskOptions, PlainOptions
         from lama_cli.ray_runner import LOCAL, ClusterOptions, WorkerSettings, run_batch_on_ray
-        from refine import RefineSettings
 
         settings = WorkerSettings(
-            model=Path(model), device=device_name, dtype="fp32", mode="plain", mask_options=MaskOptions(),
-            plain_options=PlainOptions(), refine_settings=RefineSettings(), output_folder=Path(output),
+            model=Path(model), device=device_name, dtype="fp32", mode=inpaint_mode, mask_options=MaskOptions(),
+            plain_options=PlainOptions(), refine_settings=refine_settings, output_folder=Path(output),
             output_format="png", overwrite=True, device_was_auto=device_name == "auto",
         )
         options = ClusterOptions(address=address or LOCAL, workers=workers, cpus_per_worker=1)
@@ -167,24 +172,30 @@ def main() -> None:
                         help="images per weights, in --weights order (default: 200 tiny, 50 big)")
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--mode", choices=("plain", "refine"), default="plain", help="what each image gets")
+    parser.add_argument("--n-iters", type=int, default=15, help="refine: forwards per refined scale")
+    parser.add_argument("--min-side", type=int, default=512, help="refine: the coarsest level's smaller side")
     parser.add_argument("--workers", type=int, default=2, help="Ray workers")
     parser.add_argument("--ray", default="", metavar="ADDRESS", help="join this cluster instead of a new local instance")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (Ray: the workers' device)")
     parser.add_argument("--data", type=Path, help="folder for the pairs and outputs (on a cluster: shared by all "
                                                   "nodes); default a temporary folder, removed afterwards")
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--worker", nargs=7, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=10, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        mode, model, inputs, output, device, workers, address = args.worker
-        print(json.dumps(worker(mode, model, inputs, output, device, int(workers), address)))
+        mode, model, inputs, output, device, workers, address, inpaint_mode, n_iters, min_side = args.worker
+        print(json.dumps(worker(mode, model, inputs, output, device, int(workers), address, inpaint_mode,
+                                int(n_iters), int(min_side))))
         return
 
     counts = args.images or [200 if w == "tiny" else 50 for w in args.weights]
     if len(counts) != len(args.weights):
         raise SystemExit("--images: give one count per --weights entry")
     data = args.data or Path(tempfile.mkdtemp(prefix="lama_bench_ray_"))
-    results = {"environment": environment(device_from(args.device)), "size": args.size, "runs": {}}
+    results = {"environment": environment(device_from(args.device)), "size": args.size, "mode": args.mode,
+               "refine": {"n_iters": args.n_iters, "min_side": args.min_side} if args.mode == "refine" else None,
+               "runs": {}}
     try:
         for which, count in zip(args.weights, counts):
             model = make_weights(which, data)
@@ -197,7 +208,8 @@ def main() -> None:
                 shutil.rmtree(output, ignore_errors=True)
                 print(f"[{which}, {count} images] {mode} ...", file=sys.stderr, flush=True)
                 rows[mode] = run_worker(Path(__file__), [mode, str(model), str(inputs), str(output), args.device,
-                                                         str(args.workers), args.ray])
+                                                         str(args.workers), args.ray, args.mode,
+                                                         str(args.n_iters), str(args.min_side)])
             if "local_1thread" in rows:
                 for mode in rows:
                     rows[mode]["identical_to_local_1thread"] = _identical(data / f"out_{which}_local_1thread",
@@ -210,7 +222,7 @@ def main() -> None:
     print(json.dumps(results, indent=1))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
-    print(f"\n{results['environment']}, {args.size} px", file=sys.stderr)
+    print(f"\n{results['environment']}, {args.size} px, {args.mode}", file=sys.stderr)
     print("run            mode            workers  threads  wall s  img/s total  img/s steady  compute s/img  "
           "overhead s/img  identical  peak RSS MiB", file=sys.stderr)
     for name, rows in results["runs"].items():
