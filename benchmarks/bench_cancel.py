@@ -70,7 +70,7 @@ def _cancel_after(delay: float, work) -> dict:
             return True
         return False
 
-    from ffc import Cancelled
+    from lama_multiscale_refine.ffc import Cancelled
 
     timer = threading.Timer(delay, fire)
     timer.start()
@@ -93,8 +93,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
-    from ffc import fuse_for_inference, inpaint
-    from refine import RefineSettings, plan, refine
+    from lama_multiscale_refine.ffc import fuse_for_inference, inpaint
+    from lama_multiscale_refine.refine import RefineSettings, plan, refine
 
     model = fuse_for_inference(big_lama(), channels_last=True).eval()
     image, mask = photo(args.size, 0.16)

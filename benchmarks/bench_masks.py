@@ -32,9 +32,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, Measure, environment, gib, memory_in_use, run_worker, summarize  # noqa: E402
+from common import Measure, environment, gib, memory_in_use, run_worker, summarize  # noqa: E402
 
-sys.path.insert(0, str(ROOT / "tests"))
 
 KERNELS = (15, 63, 255)
 SIZES = ("1024x1024", "4000x6000")
@@ -51,7 +50,7 @@ def _digest(t: torch.Tensor) -> str:
 def morphology_worker(mode: str, height: int, width: int, kernel: int, band_rows: int) -> dict:
     from mask_references import kornia_morphology, old_banded_morphology
 
-    from ffc.masks import erode
+    from lama_multiscale_refine.ffc.masks import erode
 
     rows = band_rows or height
     mask = _mask(height, width)[..., :rows, :].clone()
@@ -79,8 +78,8 @@ def morphology_worker(mode: str, height: int, width: int, kernel: int, band_rows
 
 def _cancel_latency(mask: torch.Tensor, kernel: int, after: float) -> float:
     """Seconds from the moment cancel() starts returning True (``after`` s in) to the Cancelled exception."""
-    from ffc import Cancelled
-    from ffc.masks import erode
+    from lama_multiscale_refine.ffc import Cancelled
+    from lama_multiscale_refine.ffc.masks import erode
 
     start = time.perf_counter()
     try:
@@ -93,7 +92,7 @@ def _cancel_latency(mask: torch.Tensor, kernel: int, after: float) -> float:
 def boxes_worker(mode: str, case: str, margin: str) -> dict:
     from mask_references import dots, old_hole_boxes, snake
 
-    from ffc.masks import hole_boxes
+    from lama_multiscale_refine.ffc.masks import hole_boxes
 
     kind, size = case.split("_")
     hole = snake(int(size)) if kind == "snake" else dots(4000, 6000, int(size))

@@ -29,7 +29,7 @@ MODES = ("eager_autograd", "eager_no_grad", "fast")
 
 
 def worker(mode: str, size: int, device_name: str) -> dict:
-    from ffc import fuse_for_inference
+    from lama_multiscale_refine.ffc import fuse_for_inference
 
     device = device_from(device_name)
     model = big_lama().to(device)

@@ -30,8 +30,8 @@ HOLE = 0.16
 
 
 def worker(size: int, n_iters: int, device_name: str) -> dict:
-    from ffc import fuse_for_inference
-    from refine import RefineSettings, plan, refine
+    from lama_multiscale_refine.ffc import fuse_for_inference
+    from lama_multiscale_refine.refine import RefineSettings, plan, refine
 
     device = device_from(device_name)
     model = fuse_for_inference(big_lama().to(device), channels_last=device.type == "cpu").eval()

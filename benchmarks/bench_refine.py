@@ -36,7 +36,7 @@ OBJECT_HOLE, LARGE_HOLE = 0.05, 0.16
 
 
 def _settings(mode: str, n_iters: int, crop_margin: int = 128):
-    from refine import RefineSettings
+    from lama_multiscale_refine.refine import RefineSettings
 
     base = RefineSettings(n_iters=n_iters, checkpointing="off", px_budget=10**8)
     return {
@@ -50,7 +50,7 @@ def _settings(mode: str, n_iters: int, crop_margin: int = 128):
 
 
 def worker(mode: str, size: int, n_iters: int, device_name: str, out_dir: str, crop_margin: int) -> dict:
-    from refine import refine
+    from lama_multiscale_refine.refine import refine
 
     device = device_from(device_name)
     model = big_lama().to(device)

@@ -21,10 +21,13 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # scripts run as `python benchmarks/x.py` from anywhere
-    sys.path.insert(0, str(ROOT))
+if str(ROOT / "tests") not in sys.path:  # scripts run as `python benchmarks/x.py` from anywhere
+    sys.path.insert(0, str(ROOT / "tests"))
+from pack_import import import_pack  # noqa: E402
 
-from ffc import BIG_LAMA, LamaConfig, LamaGenerator  # noqa: E402
+import_pack()  # this checkout as lama_multiscale_refine (not what pip install -e points to)
+
+from lama_multiscale_refine.ffc import BIG_LAMA, LamaConfig, LamaGenerator  # noqa: E402
 
 
 def big_lama(config: LamaConfig = BIG_LAMA, seed: int = 0) -> LamaGenerator:

@@ -1,6 +1,6 @@
 """Command-line LaMa inpainting over :mod:`ffc` and :mod:`refine`, without ComfyUI.
 
-Run ``python -m lama_cli --help`` from the repository root; :func:`main` is the same entry point
+Run ``lama-inpaint --help`` (after ``pip install -e .``, README); :func:`main` is the same entry point
 for scripts and tests (it returns the exit code instead of exiting).
 """
 

@@ -1,4 +1,4 @@
-"""``python -m lama_cli``: see :mod:`lama_cli.cli`."""
+"""``python -m lama_multiscale_refine.lama_cli`` (the same as ``lama-inpaint``): see :mod:`.cli`."""
 
 from __future__ import annotations
 

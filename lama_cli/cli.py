@@ -1,4 +1,4 @@
-"""Argument parsing and the ``main(argv)`` entry point of ``python -m lama_cli``."""
+"""Argument parsing and the ``main(argv)`` entry point of ``lama-inpaint`` / ``python -m lama_multiscale_refine.lama_cli``."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from ffc import CheckpointError, load_generator
-from ffc.strategies import STRATEGIES
-from refine import MODES as REFINE_MODES
-from refine import RefineSettings
+from ..ffc import CheckpointError, load_generator
+from ..ffc.strategies import STRATEGIES
+from ..refine import MODES as REFINE_MODES
+from ..refine import RefineSettings
 
 from .device import DEVICES, DTYPES, UsageError, resolve_device, resolve_dtype
 from .inpainter import MODES, Inpainter, MaskOptions, PlainOptions
@@ -33,7 +33,7 @@ from .runner import run_batch
 __all__ = ["build_parser", "main", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED", "EXIT_TERMINATED"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
-PROG = "python -m lama_cli"
+PROG = "lama-inpaint"  # also `python -m lama_multiscale_refine.lama_cli` (pyproject.toml)
 _REFINE_DEFAULTS = RefineSettings()
 _PLAIN_DEFAULTS = PlainOptions()
 _RAY_DEFAULTS = ClusterOptions()

@@ -9,10 +9,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-import ffc
-from ffc.plan import DEFAULT_CROP_MARGIN, DEFAULT_RESIZE_LIMIT, DEFAULT_STRATEGY, InpaintPlan, plan_inpaint
-from ffc.strategies import inpaint_with_strategy
-from refine import RefinePlan, RefineSettings, available_bytes, plan, refine
+from .. import ffc
+from ..ffc.plan import DEFAULT_CROP_MARGIN, DEFAULT_RESIZE_LIMIT, DEFAULT_STRATEGY, InpaintPlan, plan_inpaint
+from ..ffc.strategies import inpaint_with_strategy
+from ..refine import RefinePlan, RefineSettings, available_bytes, plan, refine
 
 __all__ = ["MODES", "MaskOptions", "PlainOptions", "Fill", "Inpainter", "hole_from_mask"]
 

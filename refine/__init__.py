@@ -2,7 +2,7 @@
 
 No ComfyUI import. Typical use::
 
-    from ffc import load_generator
+    from ..ffc import load_generator
     from refine import refine, RefineSettings
     generator, _ = load_generator("big-lama.safetensors")
     result, reports = refine(generator, image_bchw, mask_b1hw, RefineSettings(min_side=256))

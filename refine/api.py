@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._ffc import ffc
+from .. import ffc
 from .core import RefineCancelled, ScaleOptions, ScaleReport, refine_pyramid
 from .memory import MemoryEstimate
 from .plan import RefinePlan, WorkUnit, check_refinable, check_weights, plan_scales

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from ._ffc import ffc
+from .. import ffc
 from .pyramid import MASK_EPS, build_pyramid, loss_mask_down, pad_reflect_to_multiple, pyrdown
 
 __all__ = ["ScaleOptions", "ScaleReport", "RefineCancelled", "refine_pyramid", "rear_segments", "EROSION_SIZE"]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ._ffc import ffc
+from .. import ffc
 from .core import rear_segments
 
 __all__ = ["MemoryEstimate", "estimate_refine_bytes", "available_bytes"]

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ._ffc import ffc
+from .. import ffc
 from .memory import MemoryEstimate, available_bytes, estimate_refine_bytes
 from .pyramid import MASK_EPS, budget_size, number_of_scales
 from .settings import AUTO_COARSEST_SIDE, MIN_COARSEST, RefineSettings
@@ -195,7 +195,7 @@ class RefinePlan:
         return self.summary()
 
     def to_dict(self) -> dict:
-        """A JSON-ready description (what ``python -m lama_cli --plan --json`` prints)."""
+        """A JSON-ready description (what ``lama-inpaint --plan --json`` prints)."""
         return {
             "summary": self.summary(),
             "mode": self.settings.mode,

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ._ffc import ffc
+from .. import ffc
 from .core import _masked_l1, _run_rear
 from .pyramid import pyrdown
 

@@ -9,9 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from pack_import import import_pack
 
-from ffc import LamaGenerator
-from ffc.checkpoint import generator_from_state_dict
+import_pack()  # this checkout as lama_multiscale_refine, before any test imports it
+
+from lama_multiscale_refine.ffc import LamaGenerator
+from lama_multiscale_refine.ffc.checkpoint import generator_from_state_dict
 from lama_testing import random_generator, use_fixed_time_rates
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,9 +75,9 @@ def small_generator() -> LamaGenerator:
 @pytest.fixture(autouse=True)
 def fixed_time_rates(request, monkeypatch):
     """Plans use fixed time rates (lama_testing.FIXED_RATES) unless a test is marked measured_timing."""
-    import refine.timing
+    from lama_multiscale_refine.refine import timing
 
     if request.node.get_closest_marker("measured_timing"):
-        monkeypatch.setattr(refine.timing, "_RATES", {})
+        monkeypatch.setattr(timing, "_RATES", {})
     else:
-        use_fixed_time_rates(monkeypatch, refine.timing)
+        use_fixed_time_rates(monkeypatch, timing)

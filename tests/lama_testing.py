@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ffc import LamaConfig, LamaGenerator
+from lama_multiscale_refine.ffc import LamaConfig, LamaGenerator
 
 
 def random_generator(ngf: int = 8, n_blocks: int = 2, seed: int = 0) -> LamaGenerator:

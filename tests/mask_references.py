@@ -10,7 +10,7 @@ import kornia
 import torch
 import torch.nn.functional as F
 
-from ffc.masks import _grow, ellipse_kernel
+from lama_multiscale_refine.ffc.masks import _grow, ellipse_kernel
 
 __all__ = ["kornia_morphology", "old_banded_morphology", "old_hole_boxes", "old_merge_overlapping", "snake", "spiral", "dots"]
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lama_cli import main
+from lama_multiscale_refine.lama_cli import main
 
 HEIGHT, WIDTH = 48, 64
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-import lama_cli.runner
+from lama_multiscale_refine.lama_cli import runner
 
 
 def test_folder_batch_reports_bad_files_and_goes_on(ws, model_file, run_cli):
@@ -59,7 +59,7 @@ def test_ctrl_c_stops_cleanly_with_a_message(ws, model_file, run_cli, monkeypatc
     for name in ("a", "b", "c"):
         ws.image(f"in/{name}.png")
         ws.mask(f"in/{name}_mask.png")
-    real_run_job = lama_cli.runner.run_job
+    real_run_job = runner.run_job
     calls = []
 
     def interrupted_on_second(*args, **kwargs):
@@ -68,7 +68,7 @@ def test_ctrl_c_stops_cleanly_with_a_message(ws, model_file, run_cli, monkeypatc
             raise KeyboardInterrupt
         return real_run_job(*args, **kwargs)
 
-    monkeypatch.setattr(lama_cli.runner, "run_job", interrupted_on_second)
+    monkeypatch.setattr(runner, "run_job", interrupted_on_second)
     result = run_cli("--model", model_file, "--input-dir", ws.path("in"), "-o", ws.path("out"))
 
     assert result.code == 130

@@ -9,9 +9,9 @@ import pytest
 from PIL import Image, ImageCms
 
 from lama_image_files import cmyk_profile, gray_profile
-from lama_cli.colour import read_profile, srgb_profile
-from lama_cli.conversion import compose_output, model_input, plan_output
-from lama_cli.io import LoadedImage
+from lama_multiscale_refine.lama_cli.colour import read_profile, srgb_profile
+from lama_multiscale_refine.lama_cli.conversion import compose_output, model_input, plan_output
+from lama_multiscale_refine.lama_cli.io import LoadedImage
 
 F32, U16, U8 = np.dtype(np.float32), np.dtype(np.uint16), np.dtype(np.uint8)
 GRAY, CMYK = read_profile(gray_profile()), read_profile(cmyk_profile())

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms, ImageOps
 
-import lama_cli.cli
+from lama_multiscale_refine.lama_cli import cli as lama_cli_module
 from lama_image_files import cmyk_profile, gray_profile, read_png, read_tiff, write_png16, write_tiff16
-from lama_cli.io import TEMPORARY_SUFFIX, temporary_path
+from lama_multiscale_refine.lama_cli.io import TEMPORARY_SUFFIX, temporary_path
 
 REPO = Path(__file__).resolve().parents[2]
 H, W = 48, 64
@@ -273,7 +273,7 @@ def test_size_mismatch_after_the_exif_rotation_says_so(ws, pair):
 
 def test_unwritable_output_folder_fails_before_the_model_loads(ws, pair, monkeypatch):
     loads = []
-    monkeypatch.setattr(lama_cli.cli, "load_generator", lambda *a, **k: loads.append(a))
+    monkeypatch.setattr(lama_cli_module, "load_generator", lambda *a, **k: loads.append(a))
     ws.image("in/photo.png")
     ws.path("in/notes.txt").write_text("a file, so no folder can be made under it")
 
@@ -287,7 +287,7 @@ def test_unwritable_output_folder_fails_before_the_model_loads(ws, pair, monkeyp
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="needs a POSIX user that permissions apply to")
 def test_read_only_output_folder_fails_before_the_model_loads(ws, pair, monkeypatch):
     loads = []
-    monkeypatch.setattr(lama_cli.cli, "load_generator", lambda *a, **k: loads.append(a))
+    monkeypatch.setattr(lama_cli_module, "load_generator", lambda *a, **k: loads.append(a))
     ws.image("in/photo.png")
     ws.path("locked").mkdir(mode=0o500)
 
@@ -321,7 +321,7 @@ _SIGTERM_WHILE_SAVING = textwrap.dedent("""
         os.kill(os.getpid(), signal.SIGTERM)
 
     PIL.Image.Image.save = save
-    from lama_cli import main
+    from lama_multiscale_refine.lama_cli import main
     sys.exit(main(sys.argv[1:]))
 """)
 

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from lama_image_files import read_png, read_tiff, write_png16, write_tiff16
-from lama_cli.formats import decode_16bit, encode_png, encode_tiff, has_16bit_bands
+from lama_multiscale_refine.lama_cli.formats import decode_16bit, encode_png, encode_tiff, has_16bit_bands
 
 
 def _random(shape, dtype=np.uint16, seed=0) -> np.ndarray:

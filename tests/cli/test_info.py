@@ -57,7 +57,7 @@ def test_a_run_with_a_broken_model_exits_1(ws, tmp_path, run_cli):
 
 
 def test_info_on_a_torchscript_file_that_plants_code(tmp_path, fixtures_dir, run_cli):
-    from ffc.checkpoint import generator_from_state_dict
+    from lama_multiscale_refine.ffc.checkpoint import generator_from_state_dict
     from hostile_files import file_writing_torchscript
 
     generator = generator_from_state_dict(load_file(fixtures_dir / "tiny_lama.safetensors"))

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from lama_cli.inpainter import Inpainter, MaskOptions, hole_from_mask
-from lama_cli.progress import DONE, Outcome, ProgressReporter
+from lama_multiscale_refine.lama_cli.inpainter import Inpainter, MaskOptions, hole_from_mask
+from lama_multiscale_refine.lama_cli.progress import DONE, Outcome, ProgressReporter
 
 CPU = torch.device("cpu")
 

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from lama_image_files import cmyk_profile, gray_profile, write_png16, write_tiff16
-from lama_cli.io import (
+from lama_multiscale_refine.lama_cli.io import (
     TEMPORARY_SUFFIX, InputError, prepare_output_folder, read_image, read_mask, save_image, temporary_path,
 )
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from lama_cli.metadata import apply_orientation, exif_for_output, orientation_of, read_exif
+from lama_multiscale_refine.lama_cli.metadata import apply_orientation, exif_for_output, orientation_of, read_exif
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lama_cli.pairing import pair_folder, plan_outputs
+from lama_multiscale_refine.lama_cli.pairing import pair_folder, plan_outputs
 
 
 def _touch(folder: Path, *names: str) -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lama_cli.pixels import convert_depth, luma, outside_unit_fraction, quantize, to_unit
+from lama_multiscale_refine.lama_cli.pixels import convert_depth, luma, outside_unit_fraction, quantize, to_unit
 
 
 def test_depth_conversions_are_exact_where_possible():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lama_cli.device import UsageError, resolve_device, resolve_dtype
+from lama_multiscale_refine.lama_cli.device import UsageError, resolve_device, resolve_dtype
 
 
 def test_help_states_the_pairing_rule_and_exit_codes(run_cli):

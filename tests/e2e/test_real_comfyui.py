@@ -333,7 +333,7 @@ def _big_lama_file(path: Path, seed: int) -> int:
     import torch
     from safetensors.torch import save_file
 
-    from ffc import BIG_LAMA, LamaGenerator
+    from lama_multiscale_refine.ffc import BIG_LAMA, LamaGenerator
 
     torch.manual_seed(seed)
     save_file({k: v.contiguous() for k, v in LamaGenerator(BIG_LAMA).state_dict().items()}, str(path))

@@ -14,9 +14,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ffc import CheckpointError, LamaGenerator, canonicalize, detect_format, load_generator
-from ffc.checkpoint import file_sha256
-from ffc.convert import convert, main as convert_main
+from lama_multiscale_refine.ffc import CheckpointError, LamaGenerator, canonicalize, detect_format, load_generator
+from lama_multiscale_refine.ffc.checkpoint import file_sha256
+from lama_multiscale_refine.ffc.convert import convert, main as convert_main
 from hostile_files import GeneratorWrapper, OsSystem, trace_to
 
 REPO = Path(__file__).resolve().parents[2]

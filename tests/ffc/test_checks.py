@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ffc import LamaConfig, LamaGenerator, fuse_for_inference, inpaint
-from ffc.checks import RANGE_TOLERANCE, check_model, check_unit_range
-from ffc.strategies import inpaint_with_strategy
-from refine import RefineSettings, refine
+from lama_multiscale_refine.ffc import LamaConfig, LamaGenerator, fuse_for_inference, inpaint
+from lama_multiscale_refine.ffc.checks import RANGE_TOLERANCE, check_model, check_unit_range
+from lama_multiscale_refine.ffc.strategies import inpaint_with_strategy
+from lama_multiscale_refine.refine import RefineSettings, refine
 
 
 def _inputs(scale: float = 1.0, offset: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:

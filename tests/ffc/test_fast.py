@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ffc import fuse_for_inference, inpaint, pad_symmetric, predict, binarize
+from lama_multiscale_refine.ffc import fuse_for_inference, inpaint, pad_symmetric, predict, binarize
 from lama_testing import hwc, image_from_case, random_generator
 
 

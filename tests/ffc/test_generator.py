@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from ffc import BIG_LAMA, LAMA_FOURIER, LamaConfig, LamaGenerator, config_from_state_dict
-from ffc import layers
+from lama_multiscale_refine.ffc import BIG_LAMA, LAMA_FOURIER, LamaConfig, LamaGenerator, config_from_state_dict
+from lama_multiscale_refine.ffc import layers
 from lama_testing import random_generator
 
 

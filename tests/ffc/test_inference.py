@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ffc import binarize, inpaint, pad_symmetric, padded_size, predict
+from lama_multiscale_refine.ffc import binarize, inpaint, pad_symmetric, padded_size, predict
 from lama_testing import hwc, image_from_case
 
 PLAIN_CASES = ["plain_256", "plain_odd", "plain_softmask"]

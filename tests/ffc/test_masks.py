@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ffc import Cancelled
-from ffc.masks import _merge_overlapping, dilate, ellipse_kernel, erode, feather, hole_boxes
+from lama_multiscale_refine.ffc import Cancelled
+from lama_multiscale_refine.ffc.masks import _merge_overlapping, dilate, ellipse_kernel, erode, feather, hole_boxes
 from mask_references import kornia_morphology, old_banded_morphology, old_hole_boxes, old_merge_overlapping, snake, spiral
 
 

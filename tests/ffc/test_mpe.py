@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ffc.mpe import MaskPositionalEncoding, mask_positions, sinusoidal_table
+from lama_multiscale_refine.ffc.mpe import MaskPositionalEncoding, mask_positions, sinusoidal_table
 
 VARIANTS = Path(__file__).resolve().parents[1] / "fixtures" / "variants"
 

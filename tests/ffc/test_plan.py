@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from ffc import BIG_LAMA, inpaint
-from ffc.plan import (
+from lama_multiscale_refine.ffc import BIG_LAMA, inpaint
+from lama_multiscale_refine.ffc.plan import (
     InpaintUnit,
     format_bytes,
     inference_bytes,
@@ -16,7 +16,7 @@ from ffc.plan import (
     resized_size,
     snap_box,
 )
-from ffc.strategies import inpaint_with_strategy, run_unit
+from lama_multiscale_refine.ffc.strategies import inpaint_with_strategy, run_unit
 from lama_testing import image_from_case
 
 

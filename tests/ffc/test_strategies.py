@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ffc import inpaint
-from ffc.strategies import STRATEGIES, inpaint_with_strategy
+from lama_multiscale_refine.ffc import inpaint
+from lama_multiscale_refine.ffc.strategies import STRATEGIES, inpaint_with_strategy
 
 
 def _case():

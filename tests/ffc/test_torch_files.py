@@ -21,9 +21,9 @@ import pytest
 import torch
 from torch import nn
 
-from ffc import CheckpointError, detect_format, load_generator, read_tensors
-from ffc.convert import convert
-from ffc.torch_files import collect_tensors, read_legacy_pickle, read_zip_archive
+from lama_multiscale_refine.ffc import CheckpointError, detect_format, load_generator, read_tensors
+from lama_multiscale_refine.ffc.convert import convert
+from lama_multiscale_refine.ffc.torch_files import collect_tensors, read_legacy_pickle, read_zip_archive
 from hostile_files import (
     GeneratorWrapper,
     JitWrapper,
@@ -129,7 +129,7 @@ def test_torchscript_payload_that_writes_a_file_never_runs(tmp_path, tiny_genera
 def test_torchscript_payload_that_never_returns_does_not_hang_loading(tmp_path, tiny_generator):
     path = endless_torchscript(tmp_path / "big-lama.pt", tiny_generator)
     result = _run_python(f"""
-        from ffc import load_generator
+        from lama_multiscale_refine.ffc import load_generator
         generator, info = load_generator({str(path)!r})
         print(info.source_format, info.parameters)
     """)
@@ -170,7 +170,7 @@ def test_shared_references_cannot_blow_up_the_walk(tmp_path):
     path = tmp_path / "laughs.pth"
     torch.save(level, path)
     result = _run_python(f"""
-        from ffc import read_tensors
+        from lama_multiscale_refine.ffc import read_tensors
         tensors, _, _ = read_tensors({str(path)!r})
         print(len(tensors))
     """)

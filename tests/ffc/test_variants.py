@@ -12,13 +12,13 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from ffc import BIG_LAMA, LAMA_FOURIER, CheckpointError, LamaConfig, LamaGenerator, fuse_for_inference, inpaint, load_generator
-from ffc.checkpoint import generator_from_state_dict
-from ffc.convert import convert
-from ffc.inference import predict
-from ffc.variants import VARIANTS, detect
+from lama_multiscale_refine.ffc import BIG_LAMA, LAMA_FOURIER, CheckpointError, LamaConfig, LamaGenerator, fuse_for_inference, inpaint, load_generator
+from lama_multiscale_refine.ffc.checkpoint import generator_from_state_dict
+from lama_multiscale_refine.ffc.convert import convert
+from lama_multiscale_refine.ffc.inference import predict
+from lama_multiscale_refine.ffc.variants import VARIANTS, detect
 from hostile_files import JitWrapper, script_mirror_to, trace_to
-from refine import RefineSettings, refine
+from lama_multiscale_refine.refine import RefineSettings, refine
 
 VARIANT_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "variants"
 # Plain inference: the shared fixtures' tolerances for the raw prediction (max / mean |diff|).
@@ -205,7 +205,7 @@ def test_unknown_tensors_are_named_never_dropped_silently(tmp_path, tiny_state, 
     extra = {"generator_average.model.1.ffc.convl2l.weight": torch.zeros(16, 4, 7, 7), "refiner.scale": torch.ones(1)}
     known = {"discriminator.model0.0.weight": torch.zeros(2), "val_evaluator.scores.w": torch.zeros(1)}
     save_file({**{"generator." + k: v for k, v in tiny_state.items()}, **extra, **known}, path)
-    with caplog.at_level(logging.WARNING, logger="ffc.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="lama_multiscale_refine.ffc.checkpoint"):
         _, info = load_generator(path)
     assert info.unused_keys == ("generator_average.model.1.ffc.convl2l.weight", "refiner.scale")
     assert info.ignored_keys == 2

@@ -15,9 +15,9 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from ffc.checkpoint import generator_from_state_dict
+from lama_multiscale_refine.ffc.checkpoint import generator_from_state_dict
 from lama_testing import use_fixed_time_rates
-from nodes.standalone import import_pack
+from pack_import import import_pack
 
 PACK_NAME = "lama_ffc_pack_under_test"
 

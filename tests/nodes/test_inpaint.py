@@ -8,8 +8,8 @@ import sys
 import pytest
 import torch
 
-from ffc import fuse_for_inference, inpaint
-from ffc.checkpoint import generator_from_state_dict
+from lama_multiscale_refine.ffc import fuse_for_inference, inpaint
+from lama_multiscale_refine.ffc.checkpoint import generator_from_state_dict
 
 H, W = 40, 48
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ffc.masks import dilate, ellipse_kernel, erode
+from lama_multiscale_refine.ffc.masks import dilate, ellipse_kernel, erode
 
 
 def _soft_square(batch: int = 1, size: int = 40) -> torch.Tensor:

@@ -8,9 +8,9 @@ import sys
 import pytest
 import torch
 
-from ffc import fuse_for_inference
-from ffc.checkpoint import generator_from_state_dict
-from refine import RefineSettings, refine
+from lama_multiscale_refine.ffc import fuse_for_inference
+from lama_multiscale_refine.ffc.checkpoint import generator_from_state_dict
+from lama_multiscale_refine.refine import RefineSettings, refine
 
 H, W = 32, 40
 FAST = {"n_iters": 2, "lr": 0.002, "min_side": 16, "max_scales": 2, "px_budget": 1_800_000, "crop_to_mask": False,

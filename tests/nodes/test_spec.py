@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from nodes.standalone import import_pack
+from pack_import import import_pack
 
 REPO = Path(__file__).resolve().parents[2]
 NODE_IDS = ["LamaFFC_LoadModel", "LamaFFC_PrepareMask", "LamaFFC_Inpaint", "LamaFFC_Refine"]
@@ -120,7 +120,7 @@ def test_refine_schema(pack, comfy):
 
 def test_defaults_are_the_libraries(pack_module, comfy):
     """One source of defaults: the node's widgets show the library's RefineSettings defaults."""
-    from refine import PRECISIONS, RefineSettings
+    from lama_multiscale_refine.refine import PRECISIONS, RefineSettings
 
     spec = pack_module("nodes.refinement").SPEC
     defaults = RefineSettings()
@@ -157,7 +157,8 @@ def test_object_info_matches_the_server_format(pack_module, comfy, style):
 
 def test_python_m_nodes_dumps_object_info(tmp_path):
     out = tmp_path / "object_info.json"
-    subprocess.run([sys.executable, "-m", "nodes", "--out", str(out)], cwd=REPO, check=True, timeout=120)
+    # `python -m lama_multiscale_refine.nodes`, on this checkout
+    subprocess.run([sys.executable, str(REPO / "tests" / "pack_import.py"), "nodes", "--out", str(out)], cwd=REPO, check=True, timeout=120)
     info = json.loads(out.read_text())
     assert sorted(info) == sorted(NODE_IDS)
     assert info["LamaFFC_LoadModel"]["input"]["required"]["model_name"][0] == []  # no ComfyUI, no model list

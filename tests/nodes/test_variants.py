@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from ffc import inpaint, load_generator
+from lama_multiscale_refine.ffc import inpaint, load_generator
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "variants" / "lama_mpe_tiny.safetensors"
 H, W = 48, 64

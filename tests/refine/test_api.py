@@ -9,12 +9,12 @@ import math
 import pytest
 import torch
 
-from ffc import fuse_for_inference
+from lama_multiscale_refine.ffc import fuse_for_inference
 from lama_testing import random_generator
-from refine import RefineCancelled, RefineSettings, budget_size, estimate_refine_bytes, plan_scales, refine
-from refine.memory import available_bytes
+from lama_multiscale_refine.refine import RefineCancelled, RefineSettings, budget_size, estimate_refine_bytes, plan_scales, refine
+from lama_multiscale_refine.refine.memory import available_bytes
 
-planner = importlib.import_module("refine.plan")  # the module (refine.plan is also the function)
+planner = importlib.import_module("lama_multiscale_refine.refine.plan")  # the module (refine.plan is also the function)
 FAST = dict(n_iters=3, min_side=32, checkpointing="off")
 
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from refine.memory import _meminfo_available, available_bytes
+from lama_multiscale_refine.refine.memory import _meminfo_available, available_bytes
 
 
 def test_meminfo_available_is_parsed(tmp_path):

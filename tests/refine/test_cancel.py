@@ -7,9 +7,9 @@ import sys
 import pytest
 import torch
 
-import ffc
-from ffc import fuse_for_inference, inpaint
-from refine import RefineCancelled, RefineSettings, refine
+from lama_multiscale_refine import ffc
+from lama_multiscale_refine.ffc import fuse_for_inference, inpaint
+from lama_multiscale_refine.refine import RefineCancelled, RefineSettings, refine
 
 
 def _case():

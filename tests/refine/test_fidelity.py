@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from ffc import masks
+from lama_multiscale_refine.ffc import masks
 from lama_testing import hwc, image_from_case
-from refine import RefineSettings, ScaleOptions, build_pyramid, plan_scales, refine, refine_pyramid
-from refine.core import EROSION_SIZE
-from refine.pyramid import loss_mask_down, pad_reflect_to_multiple, resize_to_budget
+from lama_multiscale_refine.refine import RefineSettings, ScaleOptions, build_pyramid, plan_scales, refine, refine_pyramid
+from lama_multiscale_refine.refine.core import EROSION_SIZE
+from lama_multiscale_refine.refine.pyramid import loss_mask_down, pad_reflect_to_multiple, resize_to_budget
 
 CASES = ["refine_2scales", "refine_3scales", "refine_odd", "refine_oddodd", "refine_thin", "refine_budget"]
 

@@ -9,12 +9,12 @@ import math
 import pytest
 import torch
 
-from ffc import fuse_for_inference
+from lama_multiscale_refine.ffc import fuse_for_inference
 from lama_testing import image_from_case, random_generator
-from refine import RefinePlan, RefineSettings, auto_scales, estimate_refine_bytes, plan, plan_scales, refine
-from refine.timing import Rate, TimeProfile
+from lama_multiscale_refine.refine import RefinePlan, RefineSettings, auto_scales, estimate_refine_bytes, plan, plan_scales, refine
+from lama_multiscale_refine.refine.timing import Rate, TimeProfile
 
-planner = importlib.import_module("refine.plan")  # the module (refine.plan is also the function)
+planner = importlib.import_module("lama_multiscale_refine.refine.plan")  # the module (refine.plan is also the function)
 
 # Big-LaMa-like CPU costs: a fixed cost per forward, so that many small boxes are worth merging.
 FIXED_COST = TimeProfile(Rate(0.05, 1e-5), Rate(0.1, 2e-5), Rate(0.12, 3e-5), "test")

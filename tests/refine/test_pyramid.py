@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from refine.pyramid import blur5, budget_size, build_pyramid, loss_mask_down, number_of_scales, pyrdown_mask, resize_to_budget
+from lama_multiscale_refine.refine.pyramid import blur5, budget_size, build_pyramid, loss_mask_down, number_of_scales, pyrdown_mask, resize_to_budget
 
 
 def test_number_of_scales_follows_the_official_formula():

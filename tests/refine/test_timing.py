@@ -11,9 +11,9 @@ import math
 import pytest
 import torch
 
-import refine.timing as timing
-from refine import RefineSettings, plan
-from refine.timing import Rate, TimeProfile, time_profile, unit_seconds
+import lama_multiscale_refine.refine.timing as timing
+from lama_multiscale_refine.refine import RefineSettings, plan
+from lama_multiscale_refine.refine.timing import Rate, TimeProfile, time_profile, unit_seconds
 
 CPU = torch.device("cpu")
 

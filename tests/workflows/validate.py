@@ -4,7 +4,7 @@ A workflow may be in the editor (UI) format the front end saves and the template
 or in the API prompt format that ``POST /prompt`` executes. Core nodes are checked against a
 real server's ``/object_info`` (by default ``../shared/comfyui/object_info-0.3.64.json`` next to
 the repository, or ``$LAMA_OBJECT_INFO``); this pack's nodes against its own schema export
-(what ``python -m nodes`` prints). Run from the repository root::
+(what ``python -m lama_multiscale_refine.nodes`` prints). Run from the repository root::
 
     python3 -m tests.workflows.validate workflows/my_new_workflow.json
     python3 -m tests.workflows.validate --to-api workflows/lama_inpaint.json > workflows/api/lama_inpaint.json
@@ -65,7 +65,10 @@ def load_schemas(core: Path = CORE_OBJECT_INFO, style: str = "v1") -> dict[str, 
     ``style`` picks the pack's combo layout: v1 ``[[options], {...}]`` or v3 ``["COMBO",
     {"options": [...]}]``. The pack's own export wins over entries ``core`` may have for it.
     """
-    from nodes.standalone import import_pack_module  # the repository root is on sys.path
+    tests_dir = str(Path(__file__).resolve().parents[1])
+    if tests_dir not in sys.path:  # `python3 -m tests.workflows.validate` from the repository root
+        sys.path.insert(0, tests_dir)
+    from pack_import import import_pack_module
 
     schemas = json.loads(Path(core).read_text(encoding="utf-8"))
     schemas.update(import_pack_module("nodes._spec").object_info(style=style))
