@@ -79,7 +79,7 @@ class _Clock:
     """A silent progress reporter that notes when each image finishes, and its compute time."""
 
     def __init__(self) -> None:
-        from lama_cli.progress import ProgressReporter
+        from lama_multiscale_refine.lama_cli.progress import ProgressReporter
 
         self.reporter = ProgressReporter(io.StringIO(), quiet=True)
         self.finished: list[float] = []
@@ -107,10 +107,10 @@ def worker(mode: str, model: str, inputs: str, output: str, device_name: str, wo
     """One mode in this (fresh) process; the measurements as a dict."""
     import torch
 
-    from lama_cli.inpainter import Inpainter
-    from lama_cli.pairing import pair_folder, plan_outputs
-    from lama_cli.progress import DONE, Summary
-    from refine import RefineSettings
+    from lama_multiscale_refine.lama_cli.inpainter import Inpainter
+    from lama_multiscale_refine.lama_cli.pairing import pair_folder, plan_outputs
+    from lama_multiscale_refine.lama_cli.progress import DONE, Summary
+    from lama_multiscale_refine.refine import RefineSettings
 
     refine_settings = RefineSettings(n_iters=n_iters, min_side=min_side)
     started = time.perf_counter()
@@ -120,8 +120,8 @@ def worker(mode: str, model: str, inputs: str, output: str, device_name: str, wo
     clock, summary = _Clock(), Summary()
     result: dict = {"mode": mode}
     if mode.startswith("local"):
-        from ffc import load_generator
-        from lama_cli.runner import run_batch
+        from lama_multiscale_refine.ffc import load_generator
+        from lama_multiscale_refine.lama_cli.runner import run_batch
 
         if mode == "local_1thread":
             torch.set_num_threads(1)
@@ -135,8 +135,8 @@ def worker(mode: str, model: str, inputs: str, output: str, device_name: str, wo
         result["peak_rss_mib"] = {"local process": peak_rss_bytes() / 2**20}
         workers = 1
     else:
-        from lama_cli.inpainter import MaskOptions, PlainOptions
-        from lama_cli.ray_runner import LOCAL, ClusterOptions, WorkerSettings, run_batch_on_ray
+        from lama_multiscale_refine.lama_cli.inpainter import MaskOptions, PlainOptions
+        from lama_multiscale_refine.lama_cli.ray_runner import LOCAL, ClusterOptions, WorkerSettings, run_batch_on_ray
 
         settings = WorkerSettings(
             model=Path(model), device=device_name, dtype="fp32", mode=inpaint_mode, mask_options=MaskOptions(),

@@ -8,7 +8,7 @@ skips and warnings are the local run's; with the same torch build, hardware and 
 (``--ray-cpus-per-worker`` against the local run's torch threads) the outputs are bit-identical.
 
 Every node must see the model, the inputs and the output folder under the same paths (a shared
-file system); the pack's code itself is shipped to the workers by Ray. Outputs are written
+file system); the driver ships its own copy of the pack's code to the workers (:func:`_shipped_code`). Outputs are written
 atomically by the workers, so a worker killed mid-file leaves at most a temporary file, which the
 restarted worker (or the next run) removes. Ray restarts a dead worker (``RESTARTS_PER_WORKER``)
 and retries the file it was processing (``RETRIES_PER_FILE``); a file that still fails is reported
@@ -21,9 +21,11 @@ import contextlib
 import logging
 import math
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
@@ -33,8 +35,8 @@ from pathlib import Path
 
 import torch
 
-from ffc import CheckpointError, load_generator
-from refine import RefineSettings
+from ..ffc import CheckpointError, load_generator
+from ..refine import RefineSettings
 
 from .device import UsageError, resolve_device, resolve_dtype
 from .inpainter import Inpainter, MaskOptions, PlainOptions
@@ -53,7 +55,7 @@ RAY_REQUIREMENT = "ray>=2.9"  # the pack's optional "ray" extra (pyproject.toml)
 RETRIES_PER_FILE = 2  # a file whose worker dies is tried this many more times on the restarted worker
 RESTARTS_PER_WORKER = 4
 _POLL_S = 0.5  # ray.wait() returns this often, so that Ctrl-C and SIGTERM are handled promptly
-_PACKAGES = ("ffc", "refine", "lama_cli")  # shipped to the workers (runtime_env py_modules)
+_SHIPPED = ("ffc", "refine", "lama_cli", "nodes")  # the pack's code that the workers get (runtime_env py_modules)
 _LogRecord = tuple[str, int, str]  # (logger name, level, message)
 
 log = logging.getLogger(__name__)
@@ -240,9 +242,32 @@ class _NotFromThisThread(logging.Filter):
         return "SIGTERM handler is not set" not in record.getMessage()
 
 
-def _runtime_env() -> dict:
+@contextlib.contextmanager
+def _shipped_code() -> Iterator[dict]:
+    """The runtime_env that gives every worker this process's copy of the pack, under its package name.
+
+    Ray names a shipped folder after its basename, and the checkout's folder can have any name
+    (even ``ray``); so the pack's Python files are copied into ``<temporary>/<package name>/``.
+    Shipping them, rather than relying on what a node has installed, runs the driver's code on
+    every worker. The copy is only needed until ``ray.init`` has uploaded it.
+    """
+    package = __name__.rsplit(".", 2)[0]  # lama_multiscale_refine (this module is <package>.lama_cli.ray_runner)
+    if "." in package:
+        raise UsageError(f"--ray needs the pack imported as a top-level package, not as {package}")
     root = Path(__file__).resolve().parents[1]
-    return {"py_modules": [str(root / name) for name in _PACKAGES], "excludes": ["__pycache__", "*.pyc"]}
+    staging = Path(tempfile.mkdtemp(prefix="lama_cli_ray_"))
+    try:
+        target = staging / package
+        target.mkdir()
+        shutil.copy2(root / "__init__.py", target / "__init__.py")
+        for folder in _SHIPPED:
+            for source in (root / folder).rglob("*.py"):
+                if "__pycache__" not in source.parts:
+                    (target / source.relative_to(root)).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(source, target / source.relative_to(root))
+        yield {"py_modules": [str(target)], "excludes": ["__pycache__", "*.pyc"]}
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _start_local(ray, kwargs: dict) -> None:
@@ -289,12 +314,13 @@ def _join(ray, address: str, timeout_s: float, kwargs: dict) -> None:
 
 
 def _connect(ray, address: str, timeout_s: float) -> None:
-    """Start a local instance (``LOCAL``) or join the cluster at ``address``."""
-    kwargs = {"log_to_driver": False, "logging_level": logging.WARNING, "runtime_env": _runtime_env()}
-    if address == LOCAL:
-        _start_local(ray, kwargs)
-    else:
-        _join(ray, address, timeout_s, kwargs)
+    """Start a local instance (``LOCAL``) or join the cluster at ``address``; the workers get the pack's code."""
+    with _shipped_code() as runtime_env:
+        kwargs = {"log_to_driver": False, "logging_level": logging.WARNING, "runtime_env": runtime_env}
+        if address == LOCAL:
+            _start_local(ray, kwargs)
+        else:
+            _join(ray, address, timeout_s, kwargs)
 
 
 @dataclass(frozen=True)
@@ -519,7 +545,7 @@ def run_batch_on_ray(jobs: list[Job], settings: WorkerSettings, options: Cluster
     folder must exist (the caller prepares it). ``ray.init`` leaves process-wide state behind
     (environment variables such as RAY_AUTH_MODE, inherited by child processes; internal state):
     after a local instance, a later run that joins a cluster from the same Python process fails,
-    so run each in its own process, as ``python -m lama_cli`` does.
+    so run each in its own process, as ``lama-inpaint`` does.
 
     Raises:
         UsageError: Ray is not installed, or the options cannot work on this cluster.

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lama_cli import main
+from lama_multiscale_refine.lama_cli import main
 
 pytestmark = pytest.mark.ray
 
@@ -108,7 +108,8 @@ def _same_files(a: Path, b: Path) -> list[str]:
 
 
 def _cli(*argv) -> list[str]:
-    return [sys.executable, "-m", "lama_cli", *map(str, argv)]
+    # `python -m lama_multiscale_refine.lama_cli`, on this checkout (not what pip install -e points to)
+    return [sys.executable, str(REPO / "tests" / "pack_import.py"), "lama_cli", *map(str, argv)]
 
 
 def _wait_for(condition, what: str, timeout_s: float = 120) -> None:

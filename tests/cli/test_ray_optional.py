@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -47,15 +48,18 @@ def test_the_core_the_nodes_and_the_command_line_never_import_ray():
                 return None
 
         sys.meta_path.insert(0, Watch())
-        import ffc, refine, lama_cli, lama_cli.ray_runner
-        from nodes.standalone import import_pack_module
+        from pack_import import import_pack, import_pack_module
+        pack = import_pack()
+        import lama_multiscale_refine.ffc, lama_multiscale_refine.refine, lama_multiscale_refine.lama_cli.ray_runner
         catalog = import_pack_module("nodes.catalog")
         assert catalog.node_class_mappings(), "no nodes imported"
-        code = lama_cli.main(["--help"])
+        code = pack.lama_cli.main(["--help"])
         assert code == 0, code
         print("ray imports:", attempts)
         assert not attempts and "ray" not in sys.modules, attempts
     """)
-    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    env = {**os.environ, "PYTHONPATH": str(REPO / "tests")}
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "ray imports: []" in result.stdout

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 
-import lama_cli.ray_runner
-from lama_cli.inpainter import MaskOptions, PlainOptions
-from lama_cli.pairing import pair_folder, plan_outputs
-from lama_cli.progress import DONE, FAILED, SKIPPED
-from lama_cli.ray_runner import LamaWorker, WorkerSettings
-from refine import RefineSettings
+from lama_multiscale_refine import lama_cli
+from lama_multiscale_refine.lama_cli import ray_runner
+from lama_multiscale_refine.lama_cli.inpainter import MaskOptions, PlainOptions
+from lama_multiscale_refine.lama_cli.pairing import pair_folder, plan_outputs
+from lama_multiscale_refine.lama_cli.progress import DONE, FAILED, SKIPPED
+from lama_multiscale_refine.lama_cli.ray_runner import LamaWorker, WorkerSettings
+from lama_multiscale_refine.refine import RefineSettings
 
 
 def _settings(model: Path, output_folder: Path, **changes) -> WorkerSettings:
@@ -130,15 +131,31 @@ def test_warnings_logged_while_processing_are_returned(ws, model_file, monkeypat
     ws.image("in/a.png")
     ws.mask("in/a_mask.png")
     ws.path("out").mkdir()
-    real_run_job = lama_cli.ray_runner.run_job
+    real_run_job = ray_runner.run_job
 
     def run_job_that_warns(*args, **kwargs):
         logging.getLogger("refine.api").warning("LaMa refine: lowering the pixel budget")
         return real_run_job(*args, **kwargs)
 
-    monkeypatch.setattr(lama_cli.ray_runner, "run_job", run_job_that_warns)
+    monkeypatch.setattr(ray_runner, "run_job", run_job_that_warns)
     worker = LamaWorker(_settings(model_file, ws.path("out")))
     outcome, records = worker.process(_jobs(ws.path("in"), ws.path("out"))[0])
 
     assert outcome.status == DONE
     assert records == (("refine.api", logging.WARNING, "LaMa refine: lowering the pixel budget"),)
+
+
+def test_the_workers_get_this_checkouts_code_under_the_package_name():
+    # Ray names a shipped folder after its basename; the checkout's folder may have any name.
+    root = Path(ray_runner.__file__).resolve().parents[1]
+
+    with ray_runner._shipped_code() as runtime_env:
+        [shipped] = map(Path, runtime_env["py_modules"])
+        copied = sorted(p.relative_to(shipped).as_posix() for p in shipped.rglob("*.py"))
+        same = all((shipped / name).read_bytes() == (root / name).read_bytes() for name in copied)
+
+    assert shipped.name == "lama_multiscale_refine"
+    assert "__init__.py" in copied and "lama_cli/ray_runner.py" in copied and "refine/core.py" in copied
+    assert "ffc/generator.py" in copied and not any(name.startswith(("tests/", "benchmarks/")) for name in copied)
+    assert same
+    assert not shipped.exists()  # only needed until ray.init has uploaded it
