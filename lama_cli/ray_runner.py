@@ -8,9 +8,9 @@ skips and warnings are the local run's; with the same torch build, hardware and 
 (``--ray-cpus-per-worker`` against the local run's torch threads) the outputs are bit-identical.
 
 Every node must see the model, the inputs and the output folder under the same paths (a shared
-file system); the driver ships its own copy of the pack's code to the workers (:func:`_shipped_code`). Outputs are written
-atomically by the workers, so a worker killed mid-file leaves at most a temporary file, which the
-restarted worker (or the next run) removes. Ray restarts a dead worker (``RESTARTS_PER_WORKER``)
+file system); the driver ships its own copy of the pack's code to the workers (:func:`_shipped_code`).
+Outputs are written atomically by the workers, so a worker killed mid-file leaves at most a
+temporary file, which the restarted worker (or the next run) removes. Ray restarts a dead worker (``RESTARTS_PER_WORKER``)
 and retries the file it was processing (``RETRIES_PER_FILE``); a file that still fails is reported
 like any failed file.
 """
