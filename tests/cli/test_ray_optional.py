@@ -63,3 +63,13 @@ def test_the_core_the_nodes_and_the_command_line_never_import_ray():
                             timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "ray imports: []" in result.stdout
+
+
+def test_plan_is_not_run_on_ray(ws, model_file, run_cli):
+    ws.image("in/a.png")
+    ws.mask("in/a_mask.png")
+
+    result = run_cli("--model", model_file, "--input-dir", ws.path("in"), "--plan", "--ray")
+
+    assert result.code == 2 and "--plan prints the plans on this machine; drop --ray" in result.err
+    assert result.out == ""
