@@ -9,9 +9,12 @@ Speed does not depend on the weight values, so random weights stand in for the r
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -83,31 +86,60 @@ def memory_in_use(device: torch.device) -> int:
     return _current_rss()
 
 
+def trim_heap() -> None:
+    """Give freed heap memory back to the OS (glibc), so a later RSS peak is not hidden by it."""
+    name = ctypes.util.find_library("c")
+    if name and sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(name)
+        if hasattr(libc, "malloc_trim"):
+            libc.malloc_trim(0)
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process, all threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 class Measure:
-    """Wall time and peak memory of a block, measured in a fresh worker process.
+    """Wall time, CPU time and peak memory of a block.
 
     ``baseline`` is what was in use with just the model and inputs loaded (before any warm-up),
     so memory the allocator kept from a warm-up is not mistaken for free: the peak reported is
-    the highest use during the block minus that baseline.
+    the highest use during the block minus that baseline (``None``: what is in use on entry).
+    On CUDA ``peak_bytes`` is the allocator's ``max_memory_allocated`` and ``peak_reserved_bytes``
+    what it held from the driver (fragmentation included); on CPU both are the resident set's
+    high-water mark (VmHWM). CPU time counts every thread: on this shared 2-core machine it is
+    less disturbed by other jobs than wall time, though spinning OpenMP threads still inflate it.
     """
 
-    def __init__(self, device: torch.device, baseline: int) -> None:
+    def __init__(self, device: torch.device, baseline: int | None = None) -> None:
         self.device, self.baseline = device, baseline
 
     def __enter__(self) -> "Measure":
         sync(self.device)
         if self.device.type == "cuda":
+            if self.baseline is None:
+                self.baseline = torch.cuda.memory_allocated(self.device)
+            self.reserved_baseline = torch.cuda.memory_reserved(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
         else:
+            trim_heap()
+            if self.baseline is None:
+                self.baseline = _current_rss()
             reset_peak_rss()
-        self.start = time.perf_counter()
+        self.start, self.cpu_start = time.perf_counter(), cpu_seconds()
         return self
 
     def __exit__(self, *exc) -> None:
         sync(self.device)
         self.seconds = time.perf_counter() - self.start
-        peak = torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else peak_rss_bytes()
-        self.peak_bytes = max(0, peak - self.baseline)
+        self.cpu_seconds = cpu_seconds() - self.cpu_start
+        if self.device.type == "cuda":
+            self.peak_bytes = max(0, torch.cuda.max_memory_allocated(self.device) - self.baseline)
+            self.peak_reserved_bytes = max(0, torch.cuda.max_memory_reserved(self.device) - self.reserved_baseline)
+        else:
+            self.peak_bytes = self.peak_reserved_bytes = max(0, peak_rss_bytes() - self.baseline)
 
 
 def _current_rss() -> int:
@@ -138,5 +170,35 @@ def environment(device: torch.device) -> dict:
     return info
 
 
-def gib(n: float) -> float:
-    return round(n / 2**30, 2)
+def gib(n: float, digits: int = 2) -> float:
+    return round(n / 2**30, digits)
+
+
+def fused(model: LamaGenerator, device: torch.device) -> torch.nn.Module:
+    """The model our nodes and ``refine()`` run: BatchNorm folded once at load, weights frozen."""
+    from lama_multiscale_refine.ffc import fuse_for_inference
+
+    return fuse_for_inference(model.requires_grad_(False), channels_last=device.type == "cpu")
+
+
+def official_refine(model: LamaGenerator, image: torch.Tensor, mask: torch.Tensor, *, n_iters: int,
+                    px_budget: int = 1_800_000, min_side: int = 512, autocast_dtype: torch.dtype | None = None,
+                    callback=None):
+    """The official refinement's cost (``bin/predict.py refine=True``), run on our eager generator.
+
+    As the official code runs it: ``model.freeze()`` first (every weight stops requiring grad, so
+    no weight gradients), the eager model with its BatchNorms, and autograd recording the rear
+    wherever ``refine_predict`` records it: at the coarsest scale's forward and at each scale's
+    last forward too, although no gradient of those is used. Paper settings otherwise (lr 0.002,
+    max_scales 3, ``min_side`` 512 unless given). Returns ``(result, scale reports)`` at the working size.
+    """
+    from lama_multiscale_refine.refine import RefineSettings, ScaleOptions, plan_scales, refine_pyramid
+    from lama_multiscale_refine.refine.pyramid import MASK_EPS, resize_to_budget
+
+    settings = RefineSettings(n_iters=n_iters, px_budget=px_budget, min_side=min_side)
+    n_scales = plan_scales(*image.shape[-2:], settings)
+    work_image, work_mask = resize_to_budget(image, (mask >= MASK_EPS).float(), px_budget)
+    options = ScaleOptions(n_iters=n_iters, lr=settings.lr, autocast_dtype=autocast_dtype, no_grad_where_unused=False)
+    model.requires_grad_(False)
+    with torch.inference_mode(False), torch.enable_grad():
+        return refine_pyramid(model, work_image, work_mask, n_scales, options, callback=callback)

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
 from .generator import LamaConfig, LamaGenerator, run_front
-from .layers import ConcatTuple, FFCBnAct, FFCResBlock, FourierUnit, spectral_conv
+from .layers import ConcatTuple, FFCBnAct, FFCResBlock, FourierUnit, _device_has_fft, spectral_conv
 
 __all__ = ["FastLamaGenerator", "fuse_for_inference"]
 
@@ -81,6 +81,29 @@ class _SignMaskReLU(torch.autograd.Function):
         return torch.where(positive, grad, torch.zeros((), dtype=grad.dtype, device=grad.device))
 
 
+def _reflect_pad_backward_nhwc(grad: Tensor, shape: torch.Size, padding: tuple[int, int, int, int]) -> Tensor:
+    """Gradient of reflect padding for a channels_last ``grad``, without leaving channels_last.
+
+    ATen's kernel makes ``grad`` NCHW-contiguous, zero-fills a fresh input gradient and returns
+    it NCHW, which the next convolution's backward converts back: four passes over the tensor.
+    Here: one copy of the interior, then each padded row and column added onto the pixel it
+    mirrors (columns first over all rows, so the corners reach their pixel too).
+    """
+    left, right, top, bottom = padding
+    height, width = shape[-2:]
+    cols = grad[..., left : left + width].clone(memory_format=torch.channels_last)
+    for j in range(left):  # padded column j mirrors input column left - j
+        cols[..., left - j] += grad[..., j]
+    for k in range(right):  # padded column left + width + k mirrors input column width - 2 - k
+        cols[..., width - 2 - k] += grad[..., left + width + k]
+    rows = cols[..., top : top + height, :]
+    for i in range(top):
+        rows[..., top - i, :] += cols[..., i, :]
+    for k in range(bottom):
+        rows[..., height - 2 - k, :] += cols[..., top + height + k, :]
+    return rows.contiguous(memory_format=torch.channels_last)  # a no-op for batch 1
+
+
 class _ReflectPad(torch.autograd.Function):
     """Reflect padding that keeps only the input's shape for backward (autograd keeps the input)."""
 
@@ -92,8 +115,33 @@ class _ReflectPad(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):  # noqa: D102
         shape, padding = ctx.geometry
+        if grad.dim() == 4 and grad.is_contiguous(memory_format=torch.channels_last) and not grad.is_contiguous():
+            return _reflect_pad_backward_nhwc(grad, shape, padding), None
         shape_only = grad.new_empty(1).expand(shape)  # the kernel reads only its shape
         return torch.ops.aten.reflection_pad2d_backward(grad, shape_only, padding), None
+
+
+class _SplitChannels(torch.autograd.Function):
+    """``x[:, :at], x[:, at:]`` whose backward is one concatenation.
+
+    Autograd's slice backward zero-fills a full-size gradient per slice (NCHW, whatever the
+    input's layout) and then adds the two; a concatenation writes each element once and keeps
+    channels_last.
+    """
+
+    @staticmethod
+    def forward(ctx, x, at):  # noqa: D102
+        return x[:, :at], x[:, at:]
+
+    @staticmethod
+    def backward(ctx, grad_first, grad_second):  # noqa: D102
+        return torch.cat([grad_first, grad_second], dim=1), None
+
+
+def _split_channels(x: Tensor, at: int) -> tuple[Tensor, Tensor]:
+    if torch.is_grad_enabled():
+        return _SplitChannels.apply(x, at)
+    return x[:, :at], x[:, at:]
 
 
 def reflect_pad(x: Tensor, padding: tuple[int, int, int, int]) -> Tensor:
@@ -157,7 +205,59 @@ class _FusedFourierUnit(nn.Module):
         self.conv = _Conv(_scaled(fu.conv_layer.weight, scale), shift)
 
     def forward(self, x: Tensor) -> Tensor:
-        return spectral_conv(x, lambda s: _relu(self.conv(s)), self.conv.weight.dtype)
+        conv = lambda s: _relu(self.conv(s))  # noqa: E731
+        if x.dim() == 4 and _device_has_fft(x.device.type):
+            return _spectral_conv_nhwc(x, conv, self.conv.weight.dtype)
+        return spectral_conv(x, conv, self.conv.weight.dtype)  # the FFT runs on the CPU there
+
+
+class _RealFFT2(torch.autograd.Function):
+    """``rfftn`` over dims (1, 2), "ortho", keeping only the input's shape for backward.
+
+    ATen's real-to-complex FFT saves its whole input for backward although only its size is
+    needed: two float32 maps per residual block, ~40 % of what the fused rear keeps.
+
+    Backward: the adjoint of the one-sided transform is ``Re(ifft2(G zero-padded to the full
+    width))`` (ATen's formula, a full-size complex transform). The inverse real FFT of a
+    one-sided spectrum counts every column strictly between 0 and the Nyquist column twice
+    (once for its mirror) and those two once, so the same adjoint is ``irfft2`` of ``G`` with
+    those inner columns halved: a half-size transform, no padded buffer.
+    """
+
+    @staticmethod
+    def forward(ctx, x):  # noqa: D102
+        ctx.shape = x.shape
+        return torch.fft.rfftn(x, dim=(1, 2), norm="ortho")
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        height, width = ctx.shape[1:3]
+        inner_end = (width + 1) // 2  # columns 1 .. inner_end - 1 have a mirror
+        scale = grad.new_ones(grad.shape[2], dtype=grad.real.dtype)
+        scale[1:inner_end] = 0.5
+        return torch.fft.irfftn(grad * scale[:, None], s=(height, width), dim=(1, 2), norm="ortho")
+
+
+def _spectral_conv_nhwc(x: Tensor, conv, conv_dtype: torch.dtype) -> Tensor:
+    """:func:`ffc.layers.spectral_conv` computed in NHWC order, with no layout copies.
+
+    In NHWC memory the half-spectrum ``(b, h, w', c)`` viewed as real is ``(b, h, w', c, 2)``,
+    i.e. ``(b, h, w', 2c)`` with Re/Im interleaved per channel: exactly the official channel
+    order, as a channels_last ``(b, 2c, h, w')`` view. The 1x1 convolution reads and writes it
+    in place of the two permuting copies (and their backward copies) of the NCHW path. Same
+    transforms (FFT over H and W, float32, "ortho"), so the same numbers up to round-off. The
+    result has ``x``'s memory format.
+    """
+    height, width = x.shape[-2:]
+    nhwc = x.permute(0, 2, 3, 1).float()  # a dense view when x is channels_last
+    spectrum = _RealFFT2.apply(nhwc) if torch.is_grad_enabled() else torch.fft.rfftn(nhwc, dim=(1, 2), norm="ortho")
+    stacked = torch.view_as_real(spectrum).flatten(3).permute(0, 3, 1, 2)
+    y = conv(stacked.to(conv_dtype)).float().permute(0, 2, 3, 1)
+    y = torch.view_as_complex(y.reshape(*y.shape[:3], -1, 2).contiguous())
+    out = torch.fft.irfftn(y, s=(height, width), dim=(1, 2), norm="ortho").permute(0, 3, 1, 2)
+    if not x.is_contiguous(memory_format=torch.channels_last):
+        out = out.contiguous()
+    return out.to(x.dtype)
 
 
 class _FusedFFC(nn.Module):
@@ -201,8 +301,10 @@ class _FusedFFC(nn.Module):
     def forward(self, x: Tensor | tuple[Tensor, Tensor | None]) -> tuple[Tensor | None, Tensor | None]:
         x_l, x_g = x if isinstance(x, tuple) else (x, None)
         merged = self.local_conv(self._pad(x_l))
-        out_l = merged[:, : self.out_local] if self.out_local else None
-        out_g = merged[:, self.out_local :] if self.out_global else None
+        if self.out_local and self.out_global:
+            out_l, out_g = _split_channels(merged, self.out_local)
+        else:
+            out_l, out_g = (merged, None) if self.out_local else (None, merged)
         if self.global_conv is not None and x_g is not None:
             out_l = out_l + self.global_conv(self._pad(x_g))
         if self.spectral is not None and x_g is not None:

@@ -24,6 +24,7 @@ from .memory import MemoryEstimate, available_bytes, estimate_refine_bytes
 from .plan import ImagePlan, RefinePlan, RegionPlan, WorkUnit, auto_scales, plan, plan_scales
 from .pyramid import budget_size, build_pyramid, number_of_scales
 from .settings import CHECKPOINTING, MODES, PRECISIONS, RefineSettings
+from .speed import SpeedOptions
 from .timing import TimeProfile, time_profile
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "RegionReport",
     "ScaleOptions",
     "ScaleReport",
+    "SpeedOptions",
     "available_bytes",
     "budget_size",
     "build_pyramid",

@@ -9,8 +9,16 @@ each an explicit setting:
   ``True`` returns the reduced image, as the official code does.
 * ``n_scales`` / ``min_side``: set ``min_side`` lower (or ``n_scales`` directly) to refine
   512-1024 px images, which the official default leaves at one scale (no refinement).
-* ``fused=True``: the rear runs BatchNorm-folded with frozen weights, so no weight gradients
-  are computed; ``fused=False, freeze_weights=False`` is the straightforward official cost.
+* ``fused=True``: the model runs BatchNorm-folded with a light backward (its convolutions keep
+  only their weights, ReLUs a 1-byte sign mask, reflect padding and FFTs only a shape), so one
+  scale needs about a third of the memory; with ``freeze_weights`` no autograd graph is recorded
+  where no gradient is used (the coarsest scale, each scale's last forward). ``fused=False`` is
+  the official cost: the eager model with frozen weights, as ``bin/predict.py`` runs it after
+  ``model.freeze()`` (the official code also records a graph at those unused forwards).
+  ``freeze_weights=False`` (eager only) makes every weight require grad, so each backward also
+  computes weight gradients nobody uses: a cost the official code never pays, kept for comparison.
+* ``speed``: cuDNN benchmark, TF32, channels_last and ``torch.compile`` (:mod:`refine.speed`);
+  the defaults keep fidelity; the process-wide backend flags are restored after the run.
 * ``crop_to_mask``: refine only boxes around the holes plus ``crop_margin`` px of context,
   each separate hole on its own when ``separate_holes``; the pyramid depth is still decided by
   the full image's size.
@@ -51,6 +59,7 @@ from .plan import RefinePlan, WorkUnit, check_refinable, check_weights, plan_sca
 from .plan import plan as make_plan
 from .pyramid import MASK_EPS, resize_to, resize_to_budget
 from .settings import RefineSettings
+from .speed import backend_flags, compile_rear
 
 __all__ = ["RefineSettings", "RegionReport", "ImageReport", "refine", "plan_scales", "RefineCancelled"]
 
@@ -158,8 +167,9 @@ def refine(
     device = next(model.parameters()).device
     check_weights(next(model.parameters()).dtype, settings.precision)
 
-    with torch.inference_mode(False), torch.enable_grad():
-        work_model = _autograd_model(model, settings.fused, settings.freeze_weights, device.type == "cpu")
+    with torch.inference_mode(False), torch.enable_grad(), backend_flags(settings.speed, device):
+        work_model = _autograd_model(model, settings.fused, settings.freeze_weights,
+                                     settings.speed.channels_last_for(device))
         source = image.detach().clone().float()
         holes = holes.clone()
         outputs, reports, done = [], [], [0]
@@ -214,8 +224,8 @@ def _run_unit(model, image, hole, unit: WorkUnit, settings, callback, cancel) ->
     )
     # Cancel is polled before every forward (refine_pyramid) and between the layers (the hooks).
     with ffc.cancel_points(model, ffc.cancel.cancel_check(cancel, RefineCancelled)):
-        refined, scales = refine_pyramid(model, work_image, work_hole, unit.n_scales, options, callback=callback,
-                                         cancel=cancel)
+        refined, scales = refine_pyramid(compile_rear(model, settings.speed), work_image, work_hole, unit.n_scales,
+                                         options, callback=callback, cancel=cancel)
     report = RegionReport(box=unit.box, work_size=unit.work_size, n_scales=unit.n_scales,
                           checkpointed=unit.checkpoint_rear, estimate=unit.estimate, scales=scales)
     if unit.resized and not settings.keep_budget_size:

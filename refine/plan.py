@@ -320,7 +320,7 @@ class _Planner:
         self.free_bytes = free_bytes
         fused = settings.fused or isinstance(model, ffc.FastLamaGenerator)
         if fused and not isinstance(model, ffc.FastLamaGenerator):
-            self.estimator_model = _fused_stand_in(model.config, device.type == "cpu")
+            self.estimator_model = _fused_stand_in(model.config, settings.speed.channels_last_for(device))
         else:
             self.estimator_model = model
         self.fused = fused
@@ -341,7 +341,7 @@ class _Planner:
 
     def estimate(self, padded: tuple[int, int], checkpointed: bool) -> MemoryEstimate:
         return estimate_refine_bytes(self.estimator_model, *padded, checkpoint_rear=checkpointed,
-                                     autocast_dtype=self.settings.autocast_dtype, dtype=self.dtype)
+                                     autocast_dtype=self.settings.autocast_dtype, dtype=self.dtype, device=self.device)
 
     def padded(self, size: tuple[int, int]) -> tuple[int, int]:
         return ffc.padded_size(*size, self.config.multiple)
@@ -500,6 +500,9 @@ def plan(
     image_scales = plan_scales(height, width, settings)
     if settings.mode == "paper" and settings.max_seconds is not None:
         notes.append(Note("info", "max_seconds is used by mode auto only; paper runs the settings as given"))
+    ignored = settings.speed.cuda_only_set()
+    if ignored and device.type != "cuda":
+        notes.append(Note("info", f"speed: {', '.join(ignored)} only act on CUDA; ignored on {device.type}"))
 
     layouts: list[list[Box] | None] = []  # per image: region boxes, None = empty mask
     for index in range(image.shape[0]):

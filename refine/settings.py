@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .speed import SpeedOptions, validate_speed
+
 __all__ = ["RefineSettings", "MODES", "PRECISIONS", "CHECKPOINTING", "MIN_COARSEST", "AUTO_COARSEST_SIDE"]
 
 # "paper": exactly the settings given (their defaults are the paper's); "auto": the planner picks
@@ -49,11 +51,12 @@ class RefineSettings:
     early_stop_patience: int = 2
     precision: str = "fp32"
     checkpointing: str = "auto"
-    fused: bool = True
-    freeze_weights: bool = True
+    fused: bool = True  # BatchNorm folded, light backward (same numbers); False = the official eager model
+    freeze_weights: bool = True  # False: weights require grad (weight gradients the official code never computes)
     memory_fraction: float = 0.9  # of the free memory the estimate may use
     mode: str = "paper"
     max_seconds: float | None = None  # auto mode: fit the predicted time into this (None = no limit)
+    speed: SpeedOptions = SpeedOptions()  # cuDNN benchmark, TF32, channels_last, compile: see refine.speed
 
     def validate(self) -> None:
         """Raise ValueError naming the first setting that is out of range."""
@@ -85,6 +88,7 @@ class RefineSettings:
         need(not (self.keep_budget_size and self.crop_to_mask), "keep_budget_size cannot be combined with crop_to_mask")
         need(not (self.keep_budget_size and self.mode == "auto"),
              "keep_budget_size needs mode='paper' (auto mode may crop to the holes)")
+        validate_speed(self.speed)
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:

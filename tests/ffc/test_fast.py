@@ -64,3 +64,53 @@ def test_fast_rear_gradients_match_the_generator(tiny_generator, channels_last):
 def test_fast_path_requires_eval_mode(tiny_generator):
     with pytest.raises(ValueError, match="eval mode"):
         fuse_for_inference(tiny_generator.train())
+
+
+@pytest.mark.parametrize(("height", "width"), [(8, 8), (7, 9), (6, 5), (1, 4)])
+def test_shape_only_fft_has_autograds_gradient(height, width):
+    """The real FFT that keeps no input for backward gives ATen's gradient (odd and even sizes)."""
+    from lama_multiscale_refine.ffc.fast import _RealFFT2
+
+    x = torch.randn(2, height, width, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(_RealFFT2.apply, (x,))
+    grad = torch.randn(2, height, width // 2 + 1, 3, dtype=torch.complex128)
+    (expected,) = torch.autograd.grad(torch.fft.rfftn(x, dim=(1, 2), norm="ortho"), x, grad)
+    (got,) = torch.autograd.grad(_RealFFT2.apply(x), x, grad)
+    assert torch.allclose(got, expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("padding", [(1, 1, 1, 1), (3, 3, 3, 3), (0, 2, 1, 0)])
+def test_channels_last_reflect_pad_backward_matches_aten(padding):
+    from lama_multiscale_refine.ffc.fast import reflect_pad
+
+    x = torch.randn(2, 5, 7, 9, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    grads = []
+    for layout in (torch.contiguous_format, torch.channels_last):
+        leaf = x.clone().contiguous(memory_format=layout).requires_grad_(True)
+        out = reflect_pad(leaf, padding)
+        (grad,) = torch.autograd.grad(out, leaf, torch.arange(out.numel(), dtype=x.dtype).reshape(out.shape)
+                                      .contiguous(memory_format=layout))
+        grads.append(grad)
+    assert torch.allclose(grads[0], grads[1], atol=1e-9)
+    assert grads[1].is_contiguous(memory_format=torch.channels_last)  # no layout round trip
+
+
+def test_fused_rear_keeps_only_light_state_for_backward():
+    """Frozen convolutions keep only weights, ReLUs 1-byte masks, padding and FFT only shapes."""
+    fast = fuse_for_inference(random_generator(ngf=8, n_blocks=2))
+    with torch.no_grad():
+        local, global_ = fast.front(torch.rand(1, 4, 64, 64))
+    local.requires_grad_(True)
+    global_.requires_grad_(True)
+    weights = {p.data_ptr() for p in fast.parameters()}
+    kept = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if t.data_ptr() not in weights:
+            kept.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fast.rear((local, global_))
+    assert kept and all(t.dtype == torch.bool for t in kept[:-1])
+    assert kept[-1].shape == (1, 3, 64, 64)  # the sigmoid's output, its only float state

@@ -56,13 +56,15 @@ def test_scale_planning():
     assert plan_scales(40, 500, RefineSettings(n_scales=4)) == 2  # coarsest level kept >= 16 px
 
 
-def test_frozen_weights_get_no_gradients_and_match_the_straightforward_path(small_generator):
+def test_frozen_weights_get_no_gradients_and_match_trainable_weights(small_generator):
+    # fused=False is the official cost (frozen, as bin/predict.py's model.freeze()); trainable
+    # weights only add weight gradients nobody reads: the same image.
     image, mask = _image_and_hole()
     frozen, _ = refine(small_generator, image, mask, RefineSettings(**FAST, fused=False))
     assert all(p.grad is None and not p.requires_grad for p in small_generator.parameters())
-    official_cost, _ = refine(small_generator, image, mask, RefineSettings(**FAST, fused=False, freeze_weights=False))
+    trainable, _ = refine(small_generator, image, mask, RefineSettings(**FAST, fused=False, freeze_weights=False))
     assert all(p.grad is None and not p.requires_grad for p in small_generator.parameters())  # worked on a copy
-    assert torch.allclose(frozen, official_cost, atol=1e-5)
+    assert torch.allclose(frozen, trainable, atol=1e-5)
 
 
 def test_crop_to_mask_refines_separate_holes_separately(small_generator):
@@ -196,13 +198,13 @@ def test_fused_model_needs_less_memory(small_generator):
     """Frozen convolutions, shape-only padding and sign-mask ReLUs keep far less for backward."""
     plain = estimate_refine_bytes(small_generator, 256, 256)
     fused = estimate_refine_bytes(fuse_for_inference(small_generator), 256, 256)
-    assert fused.saved_activations < 0.5 * plain.saved_activations
+    assert fused.tensor_bytes < 0.6 * plain.tensor_bytes  # Big-LaMa: ~0.15 (benchmarks/device_suite.py)
 
 
 def test_memory_estimate_is_linear_and_checkpointing_saves(small_generator):
     small = estimate_refine_bytes(small_generator, 128, 128)
     large = estimate_refine_bytes(small_generator, 256, 256)
-    assert 3.5 < large.total / small.total < 4.5
+    assert 3.5 < large.tensor_bytes / small.tensor_bytes < 4.5
     assert estimate_refine_bytes(small_generator, 256, 256, checkpoint_rear=True).total < large.total
     assert available_bytes(torch.device("cpu")) > 0
 
@@ -224,8 +226,10 @@ def test_low_memory_turns_on_checkpointing_then_lowers_the_budget(monkeypatch, c
     # Not even checkpointed: the working size goes down (never below 256 x 256 px).
     image, mask = _image_and_hole(320, 320, box=(100, 200, 100, 200))
     fused = fuse_for_inference(small_generator)  # what refine() optimises by default
-    big = estimate_refine_bytes(fused, 320, 320)
-    monkeypatch.setattr(planner, "available_bytes", lambda device: int(big.total * 0.8 / RefineSettings().memory_fraction))
+    # Room for a 272 x 272 checkpointed scale only (a CPU estimate has a fixed resident part too).
+    room = estimate_refine_bytes(fused, 272, 272, checkpoint_rear=True)
+    assert room.total < estimate_refine_bytes(fused, 320, 320, checkpoint_rear=True).total
+    monkeypatch.setattr(planner, "available_bytes", lambda device: int(room.total / RefineSettings().memory_fraction))
     with caplog.at_level(logging.WARNING):
         result, reports = refine(small_generator, image, mask, RefineSettings(n_iters=2, min_side=64))
     assert "lowering the pixel budget" in caplog.text
