@@ -27,6 +27,8 @@ from .inpainter import MODES, Inpainter, MaskOptions, PlainOptions
 from .io import OUTPUT_FORMATS, InputError, prepare_output_folder, read_mask
 from .pairing import DEFAULT_MASK_SUFFIX, IMAGE_SUFFIXES, Job, pair_folder, plan_outputs, single_pair
 from .progress import ProgressReporter, Summary
+from .ray_runner import (LOCAL, RAY_REQUIREMENT, ClusterError, ClusterOptions, WorkerSettings, import_ray,
+                         run_batch_on_ray)
 from .runner import run_batch
 
 __all__ = ["build_parser", "main", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED", "EXIT_TERMINATED"]
@@ -35,6 +37,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 1
 PROG = "lama-inpaint"  # also `python -m lama_multiscale_refine.lama_cli` (pyproject.toml)
 _REFINE_DEFAULTS = RefineSettings()
 _PLAIN_DEFAULTS = PlainOptions()
+_RAY_DEFAULTS = ClusterOptions()
+_RAY_OPTIONS = ("ray_workers", "ray_gpus_per_worker", "ray_cpus_per_worker", "ray_timeout")  # only with --ray
 # Output file extension -> --format value, for a single pair written to a named file.
 _FORMAT_OF_EXTENSION = {".png": "png", ".webp": "webp", ".jpg": "jpg", ".jpeg": "jpg", ".tif": "tiff", ".tiff": "tiff"}
 
@@ -61,12 +65,18 @@ files: inputs are never overwritten; an existing output is skipped unless --over
   output folder is checked to be writable before the model loads; temporary files left by a
   killed run (.<name>.<host>.<pid>.lama_cli.tmp) are removed by the next run.
 
-exit codes: 0 all files done or skipped, 1 a file or the model failed, 2 usage error,
+ray (--ray): the same batch on Ray workers, one model loaded per worker and one task per
+  pair; --ray alone starts a local Ray instance, --ray HOST:PORT joins a cluster (every node
+  must see the model, inputs and output folder under the same paths). Needs the optional
+  extra: pip install "{RAY_REQUIREMENT}".
+
+exit codes: 0 all files done or skipped, 1 a file, the model or the Ray cluster failed, 2 usage error,
   130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
 
 examples:
   {PROG} --model big-lama.safetensors --image photo.png --mask photo_mask.png -o out/
   {PROG} --model big-lama.pt --input-dir photos/ -o results/ --mode refine --device cuda
+  {PROG} --model big-lama.safetensors --input-dir /shared/photos -o /shared/results --ray 10.0.0.1:6379
   {PROG} --info big-lama.ckpt
   {PROG} --model big-lama.pt --image photo.png --mask photo_mask.png --mode refine --refine-mode auto --plan
 """
@@ -191,6 +201,21 @@ def build_parser() -> argparse.ArgumentParser:
     refine.add_argument("--early-stop-tol", type=_float_in(0.0, float("inf"), include_low=True),
                         default=_REFINE_DEFAULTS.early_stop_tol, metavar="TOL", help="stop a scale when the loss improves less (0 = off)")
 
+    cluster = parser.add_argument_group("Ray (optional extra)")
+    cluster.add_argument("--ray", nargs="?", const=LOCAL, default=None, metavar="ADDRESS",
+                         help="run the batch on Ray: alone, a new local Ray instance; HOST:PORT, the head of a "
+                              "running cluster; auto, the cluster started on this machine with `ray start`")
+    cluster.add_argument("--ray-workers", type=_int_at_least(1), metavar="N",
+                         help="models loaded at once, one per Ray worker (default: as many as the cluster's GPUs, "
+                              "or without GPUs its CPUs, allow)")
+    cluster.add_argument("--ray-gpus-per-worker", type=_float_in(0.0, float("inf"), include_low=True), metavar="F",
+                         help="GPUs reserved per worker; 0.5 puts two models on each GPU (default: 1 when the "
+                              "cluster has GPUs and --device is auto or cuda, else 0)")
+    cluster.add_argument("--ray-cpus-per-worker", type=_int_at_least(1), default=_RAY_DEFAULTS.cpus_per_worker, metavar="N",
+                         help="CPUs reserved per worker, also its torch threads")
+    cluster.add_argument("--ray-timeout", type=_float_in(0.0, float("inf"), include_low=False),
+                         default=_RAY_DEFAULTS.timeout_s, metavar="S", help="give up reaching a cluster after this many seconds")
+
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress or summary, only warnings and errors")
     return parser
 
@@ -305,12 +330,35 @@ def show_info(path: Path) -> int:
     return EXIT_OK
 
 
+def _mask_options(args: argparse.Namespace) -> MaskOptions:
+    return MaskOptions(args.threshold, args.erode, args.dilate)
+
+
+def _plain_options(args: argparse.Namespace) -> PlainOptions:
+    return PlainOptions(args.strategy, args.resize_limit, args.crop_margin)
+
+
+def _prepare_folder(plan: _Plan, reporter: ProgressReporter) -> bool:
+    """Create and check the output folder; False (reported) when it cannot be written."""
+    try:
+        removed = prepare_output_folder(plan.folder)
+    except OSError as err:
+        _error(f"cannot write to the output folder {plan.folder}: {err.strerror or err}")
+        return False
+    for name in removed:
+        reporter.note(f"removed {name}: a temporary file left by an interrupted run")
+    return True
+
+
+def _has_work(plan: _Plan) -> bool:
+    # Nothing to load or create when every job already failed or is skipped (e.g. a finished rerun).
+    return any(job.problem is None and job.skip is None for job in plan.jobs)
+
+
 def _inpainter(args: argparse.Namespace, generator, device, dtype: str) -> Inpainter:
     return Inpainter(
         generator, device=device, dtype=dtype, mode=args.mode,
-        mask_options=MaskOptions(args.threshold, args.erode, args.dilate),
-        plain_options=PlainOptions(args.strategy, args.resize_limit, args.crop_margin),
-        refine_settings=_refine_settings(args),
+        mask_options=_mask_options(args), plain_options=_plain_options(args), refine_settings=_refine_settings(args),
     )
 
 
@@ -364,21 +412,17 @@ def _plan_text(entry: dict) -> str:
 
 
 def _run(args: argparse.Namespace, plan: _Plan, reporter: ProgressReporter, summary: Summary) -> int:
+    if args.ray is not None:
+        return _run_on_ray(args, plan, reporter, summary)
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device, device_was_auto=args.device == "auto")
     _refine_settings(args)
     summary.total = len(plan.jobs)
     inpainter = None
-    # Nothing to load or create when every job already failed or is skipped (e.g. a finished rerun).
-    if any(job.problem is None and job.skip is None for job in plan.jobs):
+    if _has_work(plan):
         # The folder first: an unwritable one is found before the model loads, not after each image.
-        try:
-            removed = prepare_output_folder(plan.folder)
-        except OSError as err:
-            _error(f"cannot write to the output folder {plan.folder}: {err.strerror or err}")
+        if not _prepare_folder(plan, reporter):
             return EXIT_FAILED
-        for name in removed:
-            reporter.note(f"removed {name}: a temporary file left by an interrupted run")
         try:
             generator, info = load_generator(args.model)
         except CheckpointError as err:
@@ -387,7 +431,34 @@ def _run(args: argparse.Namespace, plan: _Plan, reporter: ProgressReporter, summ
         reporter.note(f"model: {info.describe()}")
         reporter.note(f"{args.mode} on {device} ({dtype})")
         inpainter = _inpainter(args, generator, device, dtype)
-    run_batch(plan.jobs, inpainter, reporter, summary, plan.output_format)
+    run_batch(plan.jobs, inpainter, reporter, summary, plan.output_format, overwrite=args.overwrite)
+    return EXIT_FAILED if summary.any_failed else EXIT_OK
+
+
+def _check_ray_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.ray is None:
+        for dest in _RAY_OPTIONS:
+            if getattr(args, dest) != parser.get_default(dest):
+                raise UsageError(f"--{dest.replace('_', '-')} needs --ray")
+
+
+def _run_on_ray(args: argparse.Namespace, plan: _Plan, reporter: ProgressReporter, summary: Summary) -> int:
+    """The batch on Ray workers (:mod:`.ray_runner`): same jobs, outputs and exit codes as :func:`_run`."""
+    import_ray()  # a missing extra is a usage error, before anything is created
+    settings = WorkerSettings(
+        model=args.model, device=args.device, dtype=args.dtype, mode=args.mode, mask_options=_mask_options(args),
+        plain_options=_plain_options(args), refine_settings=_refine_settings(args), output_folder=plan.folder,
+        output_format=plan.output_format, overwrite=args.overwrite, device_was_auto=args.device == "auto",
+    )
+    options = ClusterOptions(address=args.ray, workers=args.ray_workers, cpus_per_worker=args.ray_cpus_per_worker,
+                             gpus_per_worker=args.ray_gpus_per_worker, timeout_s=args.ray_timeout)
+    if _has_work(plan) and not _prepare_folder(plan, reporter):
+        return EXIT_FAILED
+    try:
+        run_batch_on_ray(plan.jobs, settings, options, reporter, summary)
+    except ClusterError as err:
+        _error(str(err))
+        return EXIT_FAILED
     return EXIT_FAILED if summary.any_failed else EXIT_OK
 
 
@@ -427,6 +498,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     if args.plan:
         try:
+            if args.ray is not None:
+                raise UsageError("--plan prints the plans on this machine; drop --ray")
             return show_plans(args)
         except UsageError as err:
             parser.print_usage(sys.stderr)
@@ -438,6 +511,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         with _sigterm_as_exception():
+            _check_ray_options(parser, args)
             plan = _plan(args)
             code = _run(args, plan, reporter, summary)
     except UsageError as err:

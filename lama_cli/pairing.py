@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .io import OUTPUT_FORMATS
 
-__all__ = ["IMAGE_SUFFIXES", "DEFAULT_MASK_SUFFIX", "Job", "pair_folder", "single_pair", "plan_outputs"]
+__all__ = ["IMAGE_SUFFIXES", "DEFAULT_MASK_SUFFIX", "Job", "pair_folder", "single_pair", "plan_outputs", "output_exists"]
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
 DEFAULT_MASK_SUFFIX = "_mask"
@@ -79,6 +79,12 @@ def _same_file(target: Path, other: Path) -> bool:
     return target.exists() and other.exists() and os.path.samefile(target, other)
 
 
+def output_exists(output: Path, *, meanwhile: bool = False) -> str:
+    """The reason a job is skipped because ``output`` exists; ``meanwhile``: it appeared after planning."""
+    when = "written meanwhile by another run; " if meanwhile else ""
+    return f"output exists: {output} ({when}use --overwrite to replace it)"
+
+
 def plan_outputs(jobs: list[Job], folder: Path, output_format: str, *, overwrite: bool,
                  protected: Iterable[Path]) -> None:
     """Give each runnable job an output path (``<image name>.<format>`` in ``folder`` unless set).
@@ -101,6 +107,6 @@ def plan_outputs(jobs: list[Job], folder: Path, output_format: str, *, overwrite
         elif target in claimed:
             job.problem = f"{job.output} is already the output of {claimed[target]}"
         elif job.output.exists() and not overwrite:
-            job.skip = f"output exists: {job.output} (use --overwrite to replace it)"
+            job.skip = output_exists(job.output)
         else:
             claimed[target] = job.name

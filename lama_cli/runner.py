@@ -16,7 +16,7 @@ from .conversion import compose_output, model_input, plan_output
 from .inpainter import Inpainter
 from .io import InputError, read_image, read_mask, save_image
 from .metadata import exif_for_output
-from .pairing import Job
+from .pairing import Job, output_exists
 from .progress import DONE, FAILED, SKIPPED, Outcome, ProgressReporter, Summary
 
 __all__ = ["FileResult", "process_file", "run_batch", "run_job"]
@@ -63,16 +63,24 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
-def run_job(job: Job, inpainter: Inpainter | None, reporter: ProgressReporter, output_format: str) -> Outcome:
-    """Process one job; any per-file problem becomes a FAILED outcome instead of an exception."""
+def run_job(job: Job, inpainter: Inpainter | None, reporter: ProgressReporter | None, output_format: str, *,
+            overwrite: bool = True) -> Outcome:
+    """Process one job; any per-file problem becomes a FAILED outcome instead of an exception.
+
+    ``reporter`` (None: no refinement progress) gets the refinement steps. Without ``overwrite``
+    an output that appeared after planning (another run into the same folder) is skipped.
+    """
     if job.problem:
         return Outcome(job.name, FAILED, job.problem)
     if job.skip:
         return Outcome(job.name, SKIPPED, job.skip)
+    if not overwrite and job.output.exists():
+        return Outcome(job.name, SKIPPED, output_exists(job.output, meanwhile=True))
     assert inpainter is not None, "a runnable job needs a loaded model"
     started = time.perf_counter()
+    callback = reporter.refine_step if reporter is not None else None
     try:
-        result = process_file(job.image, job.mask, job.output, inpainter, output_format, callback=reporter.refine_step)
+        result = process_file(job.image, job.mask, job.output, inpainter, output_format, callback=callback)
     except InputError as err:
         return Outcome(job.name, FAILED, str(err))
     except (ValueError, RuntimeError, MemoryError, OSError) as err:
@@ -82,7 +90,7 @@ def run_job(job: Job, inpainter: Inpainter | None, reporter: ProgressReporter, o
 
 
 def run_batch(jobs: list[Job], inpainter: Inpainter | None, reporter: ProgressReporter, summary: Summary,
-              output_format: str) -> None:
+              output_format: str, *, overwrite: bool = True) -> None:
     """Run ``jobs`` in order, appending to ``summary`` as each finishes (so an interrupt keeps them).
 
     ``inpainter`` may be None when no job needs the model (all skipped or failed beforehand).
@@ -90,6 +98,6 @@ def run_batch(jobs: list[Job], inpainter: Inpainter | None, reporter: ProgressRe
     summary.total = len(jobs)
     for index, job in enumerate(jobs):
         reporter.start(index, len(jobs), job.name)
-        outcome = run_job(job, inpainter, reporter, output_format)
+        outcome = run_job(job, inpainter, reporter, output_format, overwrite=overwrite)
         summary.outcomes.append(outcome)
         reporter.finish(outcome, str(job.output) if job.output else None)

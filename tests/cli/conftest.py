@@ -52,6 +52,12 @@ def ws(tmp_path: Path) -> Workspace:
     return Workspace(tmp_path)
 
 
+@pytest.fixture(scope="session")
+def workspace_class() -> type[Workspace]:
+    """For fixtures wider than one test (``workspace_class(tmp_path_factory.mktemp(...))``)."""
+    return Workspace
+
+
 @pytest.fixture()
 def model_file(tmp_path: Path, fixtures_dir: Path) -> Path:
     """The tiny fixture generator, copied so that nothing a test does can touch the shared file."""
