@@ -11,6 +11,7 @@ from torch import Tensor
 
 __all__ = [
     "MASK_EPS",
+    "BLUR_STRIP_PIXELS",
     "blur5",
     "pyrdown",
     "pyrdown_mask",
@@ -27,16 +28,58 @@ __all__ = [
 MASK_EPS = 1e-8
 
 
+# Without autograd the blur runs one channel and about this many pixels at a time: mkldnn's
+# depthwise convolution reorders its input and output into 16-channel blocks, ~140 bytes per pixel
+# of a 3-channel image (7 GiB at 8K) for one whole-tensor call, ~9 MiB for one such strip (and
+# faster). Same kernel, same taps per pixel: bit-identical.
+BLUR_STRIP_PIXELS = 1 << 16
+
+
+def _gaussian5(x: Tensor) -> Tensor:
+    return kornia.filters.get_gaussian_kernel2d((5, 5), (1.0, 1.0), device=x.device, dtype=x.dtype)
+
+
 def blur5(x: Tensor) -> Tensor:
-    """5x5 Gaussian, sigma 1, torch-"reflect" border, applied as one 2-D kernel (as kornia 0.5 did)."""
-    kernel = kornia.filters.get_gaussian_kernel2d((5, 5), (1.0, 1.0), device=x.device, dtype=x.dtype)
-    return kornia.filters.filter2d(x, kernel, border_type="reflect")
+    """5x5 Gaussian, sigma 1, torch-"reflect" border, applied as one 2-D kernel (as kornia 0.5 did).
+
+    Differentiated (the loss's blur of the prediction): kornia's ``filter2d`` on the whole tensor.
+    Otherwise (the pyramid of the inputs) the same convolution plane by plane in strips of rows,
+    bit-identical and in memory bounded by :data:`BLUR_STRIP_PIXELS`.
+    """
+    if torch.is_grad_enabled() and x.requires_grad:
+        return kornia.filters.filter2d(x, _gaussian5(x), border_type="reflect")
+    height, width = x.shape[-2:]
+    kernel = _gaussian5(x)[None]  # (1, 1, 5, 5): one plane per call
+    rows = max(1, BLUR_STRIP_PIXELS // width)
+    out = torch.empty_like(x)
+    for batch in range(x.shape[0]):
+        for channel in range(x.shape[1]):
+            plane = x[batch : batch + 1, channel : channel + 1]
+            for start in range(0, height, rows):
+                stop = min(height, start + rows)
+                # 2 rows of real context either side; torch "reflect" only at the image's own border
+                first, last = max(0, start - 2), min(height, stop + 2)
+                strip = F.pad(plane[..., first:last, :], (2, 2, 2 - (start - first), 2 - (last - stop)),
+                              mode="reflect")
+                out[batch, channel, start:stop] = F.conv2d(strip, kernel)[0, 0]
+    return out
 
 
 def pyrdown(x: Tensor) -> Tensor:
-    """Blur, then bilinear resize to (H // 2, W // 2) without antialiasing."""
+    """Blur, then bilinear resize to (H // 2, W // 2) without antialiasing.
+
+    Without autograd one channel at a time (bit-identical: both steps work plane by plane), so
+    the full-size blurred copy is one plane, not the whole image.
+    """
     height, width = x.shape[-2:]
-    return F.interpolate(blur5(x), size=(height // 2, width // 2), mode="bilinear", align_corners=False)
+    size = (height // 2, width // 2)
+    if torch.is_grad_enabled() and x.requires_grad:
+        return F.interpolate(blur5(x), size=size, mode="bilinear", align_corners=False)
+    out = x.new_empty(*x.shape[:2], *size)
+    for channel in range(x.shape[1]):
+        plane = blur5(x[:, channel : channel + 1])
+        out[:, channel : channel + 1] = F.interpolate(plane, size=size, mode="bilinear", align_corners=False)
+    return out
 
 
 def pyrdown_mask(mask: Tensor) -> Tensor:
