@@ -39,9 +39,9 @@ that plan (pass one in to share it with a progress bar or a memory request).
 Progress and cancellation: ``callback(info)`` after every forward; ``cancel()`` polled there and
 between the generator's layers in forward and backward, so a cancel stops within about a second
 per megapixel (not a whole iteration).
-ComfyUI runs nodes under ``torch.inference_mode()``: this function steps out of it and makes
-its own autograd-usable copies of the inputs (and of the model if its tensors are inference
-tensors).
+ComfyUI runs nodes under ``torch.inference_mode()``: this function steps out of it, makes its
+hole mask there and copies the model if its tensors are inference tensors; the image, only ever
+read, is not copied.
 """
 
 from __future__ import annotations
@@ -166,22 +166,19 @@ def refine(
     """
     check_refinable(model)
     ffc.checks.check_inpaint_inputs(image, mask, model)
-    holes = (mask.detach() >= MASK_EPS).float()
     if plan is None:
         plan = make_plan(model, image, mask, settings or RefineSettings())
-    settings = _check_plan(plan, settings, holes)
     device = next(model.parameters()).device
-    check_weights(next(model.parameters()).dtype, settings.precision)
 
-    with torch.inference_mode(False), torch.enable_grad(), backend_flags(settings.speed, device):
+    with torch.inference_mode(False), torch.enable_grad(), backend_flags(plan.settings.speed, device):
+        # Made here, outside inference mode, so autograd may use it. The image is only read (never
+        # saved for backward), so an inference tensor needs no copy: at 8K one is 600 MB.
+        holes = (mask.detach() >= MASK_EPS).float()
+        settings = _check_plan(plan, settings, holes)
+        check_weights(next(model.parameters()).dtype, settings.precision)
         work_model = _autograd_model(model, settings.fused, settings.freeze_weights,
                                      settings.speed.channels_last_for(device))
-        # Copies only where autograd needs them (inference tensors) or the dtype differs: at 8K
-        # every full-size copy is 600 MB.
-        source = image.detach()
-        source = source.clone() if source.is_inference() or source.dtype != torch.float32 else source
-        source = source.float()
-        holes = holes.clone() if holes.is_inference() else holes
+        source = image.detach().float()  # a copy only for another dtype
         outputs, reports, done = [], [], [0]
         for index, image_plan in enumerate(plan.images):
             def tagged(info: dict, index: int = index) -> None:

@@ -143,14 +143,22 @@ def test_batch_is_refined_image_by_image(small_generator):
         assert torch.equal(result[i : i + 1], single)
 
 
-def test_runs_under_inference_mode_with_a_model_built_there():
+@pytest.mark.parametrize("variant", [
+    dict(fused=True), dict(fused=False), dict(fused=False, freeze_weights=False), dict(checkpointing="on"),
+    dict(precision="bf16"), dict(full_resolution=True, px_budget=1200, tile_size=32),
+])
+def test_runs_under_inference_mode_with_a_model_built_there(variant):
+    settings = RefineSettings(**{**FAST, **variant})
+    outside_generator = random_generator(seed=2)
+    image, mask = _image_and_hole()
+    expected, _ = refine(outside_generator, image, mask, settings)
     with torch.inference_mode():
         generator = random_generator(seed=2)
         image, mask = _image_and_hole()
         assert next(generator.parameters()).is_inference() and image.is_inference()
-        for fused in (True, False):
-            result, _ = refine(generator, image, mask, RefineSettings(**FAST, fused=fused))
-            assert torch.isfinite(result).all() and _known_exact(result, image, mask)
+        result, reports = refine(generator, image, mask, settings)
+    assert torch.equal(result, expected) and _known_exact(result, image, mask)
+    assert (reports[0].regions[0].tiles > 0) == settings.full_resolution
 
 
 def test_cancel_stops_within_one_iteration(small_generator):
