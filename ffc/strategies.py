@@ -68,19 +68,31 @@ def run_unit(model: nn.Module, image: Tensor, hole: Tensor, unit: InpaintUnit,
 
 
 def run_tiled(model: nn.Module, image: Tensor, hole: Tensor, units: tuple[InpaintUnit, ...],
-              cancel: Callable[[], bool] | None = None, callback: Callable[[int], None] | None = None) -> Tensor:
+              cancel: Callable[[], bool] | None = None, callback: Callable[[int], None] | None = None,
+              *, out: Tensor | None = None) -> Tensor:
     """``original_tiled`` on one image (1, 3, H, W): the global pass ``units[0]``, then the tiles.
 
-    Returns the image (1, 3, H, W) with the holes filled.
+    Returns the image (1, 3, H, W) with the holes filled: ``out`` (holding ``image``; its hole
+    pixels are overwritten) when given, else a new tensor. Full-size buffers besides the output:
+    the global fill upscaled and the hole (:data:`ffc.plan.TILED_FULL_SIZE_BYTES_PER_PIXEL`).
     """
     global_unit, tiles = units[0], units[1:]
-    base = run_unit(model, image, hole, global_unit, cancel)  # the global fill, upscaled, in the hole
+    if global_unit.box != (0, 0, *image.shape[-2:]):
+        raise ValueError("run_tiled: the first unit must be the whole image's global pass")
+    if global_unit.resized:  # the global fill at full size; only its hole pixels are ever read
+        filled = inpaint(model, _resize_image(image, global_unit.work_size),
+                         _resize_hole(hole, global_unit.work_size), cancel=cancel)
+        base = F.interpolate(filled, size=image.shape[-2:], mode="bicubic", align_corners=False).clamp_(0, 1)
+        del filled
+    else:
+        base = inpaint(model, image, hole, cancel=cancel)
     if callback is not None:
         callback(0)
     scale_h = global_unit.work_size[0] / image.shape[-2]
     scale_w = global_unit.work_size[1] / image.shape[-1]
     holes = hole > 0
-    out = image.masked_fill(holes, 0)  # hole pixels: the sum of the tiles' weighted fills
+    out = image.clone() if out is None else out
+    out.masked_fill_(holes, 0)  # hole pixels: the sum of the tiles' weighted fills
     for number, unit in enumerate(tiles, start=1):
         top, left, bottom, right = unit.box
         crop, crop_hole = image[..., top:bottom, left:right], hole[..., top:bottom, left:right]
@@ -143,7 +155,7 @@ def inpaint_with_strategy(
                     callback({"image": index, "unit": number, "n_units": len(image_plan.units),
                               "box": image_plan.units[number].box})
 
-            out[index : index + 1] = run_tiled(model, single, single_hole, image_plan.units, cancel, tiled_done)
+            run_tiled(model, single, single_hole, image_plan.units, cancel, tiled_done, out=out[index : index + 1])
             continue
         for number, unit in enumerate(image_plan.units):
             top, left, bottom, right = unit.box

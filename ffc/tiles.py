@@ -156,13 +156,15 @@ class SeamStats:
 
 
 def seam_statistic(result: Tensor, hole: Tensor, tiles: list[Tile], band: int = SEAM_BAND,
-                   strip_rows: int = 1024) -> SeamStats:
+                   strip_pixels: int = 1 << 16) -> SeamStats:
     """Measure seams in ``result`` (1, 3, H, W), tiled as ``tiles`` (level 0), in its hole (1, 1, H, W).
 
     The seams are the centre lines of the overlaps between neighbouring tiles. Gradient
     magnitude = ``sqrt(dx^2 + dy^2)`` of forward differences, averaged over the channels, at hole
     pixels whose right and lower neighbours are in the hole too (so the hole's own edge, where
-    the fill meets the photo, is not counted). Computed in strips of rows (bounded memory).
+    the fill meets the photo, is not counted). Computed in strips of rows of about
+    ``strip_pixels`` (~60 bytes each while a strip is measured), so the memory does not grow with
+    the image.
     """
     if not tiles:
         return SeamStats(math.nan, math.nan, 0, 0)
@@ -180,6 +182,7 @@ def seam_statistic(result: Tensor, hole: Tensor, tiles: list[Tile], band: int = 
         if tile.ramps[3]:
             vertical.append((r - tile.ramps[3] // 2, t, b))
     sums, counts = [0.0, 0.0], [0, 0]
+    strip_rows = max(1, strip_pixels // max(1, right - left))
     for start in range(top, bottom, strip_rows):
         stop = min(bottom, start + strip_rows)
         block = result[0, :, start : min(height, stop + 1), left:right].float()

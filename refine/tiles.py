@@ -25,9 +25,11 @@ __all__ = ["FULL_SIZE_BYTES_PER_PIXEL", "level_masks", "refine_tiled"]
 
 Tile = ffc.tiles.Tile
 tile_weight = ffc.tiles.tile_weight
-# Full-size buffers of a tiled region while its tiles run, per pixel of the region: the output
-# (float32 RGB), the hole (float and bool), the coarser levels' images, holes and results.
-FULL_SIZE_BYTES_PER_PIXEL = 24
+# Full-size buffers of a tiled region, per pixel of the region, at their worst moment (building the
+# pyramid; tests/refine/test_tiles.py measures it): the output (float32 RGB, 12), the hole (float,
+# 4), one blurred plane (4), the coarser levels' images, holes and results (~6). Measured with the
+# profiler at 1024-4096 px: 27.3 B/px at the margin (157 before the pyramid was built strip-wise).
+FULL_SIZE_BYTES_PER_PIXEL = 28
 
 
 def level_masks(hole: Tensor, levels: int) -> list[Tensor]:
@@ -84,6 +86,7 @@ def refine_tiled(
     result, reports = refine_pyramid(model, images[pyramid_level], holes[pyramid_level], n_scales, pyramid_options,
                                      callback=notify_pyramid, cancel=cancel)
     for level in range(pyramid_level - 1, -1, -1):
+        images[level + 1] = holes[level + 1] = None  # the coarser level lives on only as ``result``
         level_tiles = [(tile, options) for tile, options in tiles if tile.level == level]
         level_image, level_hole = images[level], holes[level]
         hole_bool = level_hole >= MASK_EPS
@@ -95,40 +98,35 @@ def refine_tiled(
         for number, (tile, options) in enumerate(level_tiles):
             top, left, bottom, right = tile.window
             reference = result[..., top // 2 : top // 2 + (bottom - top) // 2, left // 2 : left // 2 + (right - left) // 2]
-            last_tile = number == len(level_tiles) - 1
+            added = [False]
 
-            def notify(info: dict, number: int = number, last_tile: bool = last_tile, tile: Tile = tile,
-                       scale: int = scale, count: int = len(level_tiles), level_out: Tensor = level_out,
-                       hole_bool: Tensor = hole_bool) -> None:
+            def notify(info: dict, last_tile: bool = number == len(level_tiles) - 1, tile: Tile = tile,
+                       number: int = number, scale: int = scale, count: int = len(level_tiles),
+                       level_out: Tensor = level_out, hole_bool: Tensor = hole_bool, added: list = added) -> None:
+                # The last tile is added as soon as its result exists, so the level can be shown
+                # complete without a full-size preview copy.
+                if info.get("last") and last_tile and info.get("result") is not None:
+                    _add_tile(level_out, hole_bool, tile, info["result"])
+                    added[0] = True
                 if callback is None:
                     return
                 shown = {**info, "scale": scale, "n_scales": n_total, "tile": number, "n_tiles": count}
-                shown["result"] = None  # a tile is not an image; the whole level is shown once it is done
-                if info.get("last") and last_tile:
-                    shown["result"] = _blended(level_out, hole_bool, tile, info.get("result"))
+                shown["result"] = level_out if added[0] else None  # a tile is not an image; its level is
                 callback(shown)
 
             refined, report = refine_scale(model, level_image[..., top:bottom, left:right],
                                            level_hole[..., top:bottom, left:right], reference, options,
                                            callback=notify, cancel=cancel)
-            window_hole = hole_bool[..., top:bottom, left:right]
-            weight = tile_weight(tile, refined.device).to(refined.dtype)
-            current = level_out[..., top:bottom, left:right]
-            current.copy_(torch.where(window_hole, current + weight * refined, current))
+            if not added[0]:
+                _add_tile(level_out, hole_bool, tile, refined)
             reports.append(report)
         result = level_out  # (a finer level's hole always shows at the coarser ones: no level lacks tiles)
-        images[level + 1] = holes[level + 1] = None  # free the coarser level
     return result, reports
 
 
-def _blended(out: Tensor, hole: Tensor, tile: Tile, last: Tensor | None) -> Tensor | None:
-    """The level as it will be once the last tile is added (for the progress preview)."""
-    if last is None:
-        return None
-    preview = out.clone()
+def _add_tile(out: Tensor, hole: Tensor, tile: Tile, refined: Tensor) -> None:
+    """Add a tile's weighted prediction to ``out``'s hole pixels, in place."""
     top, left, bottom, right = tile.window
-    weight = tile_weight(tile, last.device).to(last.dtype)
-    current = preview[..., top:bottom, left:right]
-    preview[..., top:bottom, left:right] = torch.where(hole[..., top:bottom, left:right], current + weight * last,
-                                                        current)
-    return preview
+    weight = tile_weight(tile, refined.device).to(refined.dtype)
+    current = out[..., top:bottom, left:right]
+    current.copy_(torch.where(hole[..., top:bottom, left:right], current + weight * refined, current))

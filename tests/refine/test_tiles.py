@@ -209,6 +209,18 @@ def test_seam_statistic_sees_a_seam():
     assert seam_statistic(blurred, hole, tiles).ratio < 0.9  # a smoothed band along the seam
 
 
+def test_seam_statistic_does_not_depend_on_its_strips():
+    hole = torch.zeros(1, 1, 130, 160)
+    hole[..., 10:120, 5:150] = 1
+    tiles, _ = tile_grid(hole[0, 0].bool(), 64)
+    image = torch.rand(1, 3, 130, 160, generator=torch.Generator().manual_seed(0))
+    whole = seam_statistic(image, hole, tiles, strip_pixels=1 << 30)
+    for strip_pixels in (1, 160 * 7):  # a row at a time; strips whose edges fall inside seam bands
+        strips = seam_statistic(image, hole, tiles, strip_pixels=strip_pixels)
+        assert (strips.band_pixels, strips.elsewhere_pixels) == (whole.band_pixels, whole.elsewhere_pixels)
+        assert strips.ratio == pytest.approx(whole.ratio, rel=1e-5)
+
+
 @pytest.mark.parametrize("weights", ["random", "fixture"])
 def test_seams_are_indistinguishable(weights, tiny_generator):
     model = random_generator(seed=1) if weights == "random" else tiny_generator
@@ -290,3 +302,43 @@ def test_planned_tile_memory_does_not_grow_with_the_image(small_generator):
     one_tile = estimate_refine_bytes(fuse_for_inference(small_generator), 128, 128).total
     assert max(tile_peaks) <= one_tile  # at most one full tile's worth, whatever the image size
     assert min(tile_peaks) > one_tile / 2
+
+
+def _marginal_bytes_per_pixel(run, sizes: tuple[int, int]) -> float:
+    """Peak live tensor bytes per extra pixel between two square sizes (what grows with the image)."""
+    from lama_multiscale_refine.refine.memory import peak_tensor_bytes
+
+    peaks = [peak_tensor_bytes(lambda size=size: run(size)) for size in sizes]
+    return (peaks[1] - peaks[0]) / (sizes[1] ** 2 - sizes[0] ** 2)
+
+
+def test_full_size_buffers_of_a_tiled_refinement_are_what_the_plan_counts(small_generator):
+    from lama_multiscale_refine.refine.tiles import FULL_SIZE_BYTES_PER_PIXEL
+
+    sizes = (512, 1024)
+    scenes = {size: _scene(size, size, (size // 8, size // 8, 7 * size // 8, 7 * size // 8)) for size in sizes}
+    # The same budget and tiles at both sizes: only the full-size buffers differ. Planned outside
+    # the measurement (the planner's memory probe runs a profiler of its own).
+    settings = RefineSettings(**FAST, px_budget=128 * 128, full_resolution=True, tile_size=128)
+    plans = {size: plan(small_generator, *scenes[size], settings) for size in sizes}
+    measured = _marginal_bytes_per_pixel(lambda size: refine(small_generator, *scenes[size], plan=plans[size]), sizes)
+    output = 12  # the float32 RGB result itself
+    assert output < measured <= FULL_SIZE_BYTES_PER_PIXEL, measured
+
+
+def test_full_size_buffers_of_tiled_plain_inference_are_what_the_plan_counts(small_generator):
+    from lama_multiscale_refine.ffc.plan import TILED_FULL_SIZE_BYTES_PER_PIXEL, plan_inpaint
+    from lama_multiscale_refine.ffc.strategies import inpaint_with_strategy
+
+    sizes = (512, 1024)
+    scenes = {size: _scene(size, size, (size // 8, size // 8, 7 * size // 8, 7 * size // 8)) for size in sizes}
+    plans = {size: plan_inpaint(small_generator, scenes[size][1], tile_size=128, resize_limit=128) for size in sizes}
+    assert all(made.images[0].strategy == "original_tiled" for made in plans.values())
+
+    def run(size: int) -> None:
+        with torch.inference_mode():
+            inpaint_with_strategy(small_generator, *scenes[size], plan=plans[size])
+
+    measured = _marginal_bytes_per_pixel(run, sizes)
+    output = 12  # the float32 RGB result, which the plain plan does not count as a tile's extra
+    assert output < measured <= TILED_FULL_SIZE_BYTES_PER_PIXEL + output, measured
