@@ -98,7 +98,11 @@ def preview_image(image: Tensor) -> tuple[str, Any, int] | None:
         from PIL import Image
     except ImportError:  # ComfyUI always has Pillow; a bare library install might not
         return None
-    pixels = (image[0].detach().float().clamp(0, 1).permute(1, 2, 0) * 255).round().to(torch.uint8).cpu().numpy()
     cli_args = sys.modules.get("comfy.cli_args")
     size = getattr(getattr(cli_args, "args", None), "preview_size", None) or DEFAULT_PREVIEW_SIZE
+    # Every step-th pixel first (a view), down to at most twice the preview size: converting an 8K
+    # result whole would take three full-size copies (~1.8 GB) for a 512 px thumbnail.
+    step = max(1, -(-max(image.shape[-2:]) // (2 * int(size))))  # ceil: the view is at most 2x the size
+    shown = image[0, :, ::step, ::step].detach()
+    pixels = (shown.float().clamp(0, 1).permute(1, 2, 0) * 255).round().to(torch.uint8).cpu().numpy()
     return "JPEG", Image.fromarray(pixels), int(size)

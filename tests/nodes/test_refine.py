@@ -222,3 +222,13 @@ def test_full_resolution_tiles_above_the_budget(call, comfy, lama, random_image,
     assert out.shape == image.shape and torch.equal(out[keep], image[keep])
     assert "full resolution to 128 in" in comfy.node_text  # the plan says it tiles
     assert "full resolution: the pyramid runs up to" in comfy.node_text
+
+
+def test_a_large_result_is_previewed_from_a_subsampled_view(pack_module):
+    preview_image = pack_module("nodes._ui").preview_image
+    large = torch.rand(1, 3, 2100, 3000)
+    kind, picture, max_size = preview_image(large)
+    assert kind == "JPEG" and max_size == 512
+    assert picture.size == (1000, 700)  # every 3rd pixel: at most twice the preview size, never below it
+    assert picture.getpixel((1, 2)) == tuple(round(float(v) * 255) for v in large[0, :, 6, 3])
+    assert preview_image(torch.rand(1, 3, 700, 900))[1].size == (900, 700)  # small results are shown whole
