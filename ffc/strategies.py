@@ -64,7 +64,7 @@ def run_unit(model: nn.Module, image: Tensor, hole: Tensor, unit: InpaintUnit,
         return inpaint(model, crop, crop_hole, cancel=cancel)
     filled = inpaint(model, _resize_image(crop, unit.work_size), _resize_hole(crop_hole, unit.work_size), cancel=cancel)
     up = F.interpolate(filled, size=crop.shape[-2:], mode="bicubic", align_corners=False).clamp_(0, 1)
-    return torch.where(crop_hole > 0, up, crop)
+    return torch.where(crop_hole > 0, up, crop, out=up)  # into the upscaled copy: no second full-size one
 
 
 def run_tiled(model: nn.Module, image: Tensor, hole: Tensor, units: tuple[InpaintUnit, ...],

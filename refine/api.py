@@ -221,7 +221,8 @@ def _refine_image(model, image, hole, image_plan, settings, callback, cancel) ->
             report.regions.append(region_report)
             if settings.keep_budget_size and unit.resized:
                 return refined, report  # the official reduced-size output
-            out[..., top:bottom, left:right] = torch.where(crop_hole > 0, refined, crop_image)
+            region_out = out[..., top:bottom, left:right]
+            torch.where(crop_hole > 0, refined, region_out, out=region_out)  # in place: no full-size temporary
     return out, report
 
 
