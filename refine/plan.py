@@ -50,10 +50,13 @@ from .pyramid import MASK_EPS, budget_size, number_of_scales
 from .settings import AUTO_COARSEST_SIDE, MIN_COARSEST, RefineSettings
 from .tiles import FULL_SIZE_BYTES_PER_PIXEL, level_masks
 
-# Full-size buffers of a region refined at a reduced size, per pixel of the region: the output
-# (12), the hole (4), the fill upscaled (12) and its hole (1). Measured with the profiler at
-# 512-2048 px: 27.7-29.0 B/px at the margin (41 before the paste went in place);
-# tests/refine/test_plan.py checks the bound.
+# Full-size buffers every refined image holds while its regions run, per pixel of the image: the
+# output (float32 RGB, 12) and the hole (float, 4).
+IMAGE_BYTES_PER_PIXEL = 16
+# ... and of a region refined at a reduced size, per pixel of the region, those two included (when
+# the region is the image): the fill upscaled (12) and its hole (1) on top. Measured with the
+# profiler at 512-2048 px: 27.7-29.0 B/px at the margin (41 before the paste went in place);
+# tests/refine/test_plan.py checks the bound. (Tiled regions: FULL_SIZE_BYTES_PER_PIXEL.)
 RESIZED_FULL_SIZE_BYTES_PER_PIXEL = 30
 from .timing import Rate, TimeProfile, time_profile, unit_seconds
 
@@ -463,15 +466,23 @@ class _Planner:
             budget = smaller
         scales = pyramid_sizes(*work, n)
         seconds = unit_seconds(self.profile(checkpointed), [self.padded(hw) for hw in scales], n_iters, checkpointed)
+        # Full-size buffers: the image's output and hole, and the region's own on top.
+        image_pixels = self.image_pixels()
         if not level:
-            if work != (height, width):  # the fill comes back upscaled: full-size buffers of the box
-                estimate = _plus(estimate, RESIZED_FULL_SIZE_BYTES_PER_PIXEL * height * width)
+            resized = work != (height, width)  # the fill comes back upscaled
+            per_region = RESIZED_FULL_SIZE_BYTES_PER_PIXEL - IMAGE_BYTES_PER_PIXEL if resized else 0
+            estimate = _plus(estimate, IMAGE_BYTES_PER_PIXEL * image_pixels + per_region * height * width)
             unit = WorkUnit(box, work, scales, n_iters, checkpointed, estimate, seconds)
             return _Fit(unit, first if work != first else None, plain_estimate)
-        extra = FULL_SIZE_BYTES_PER_PIXEL * height * width
+        extra = (IMAGE_BYTES_PER_PIXEL * image_pixels
+                 + (FULL_SIZE_BYTES_PER_PIXEL - IMAGE_BYTES_PER_PIXEL) * height * width)
         unit = WorkUnit(box, work, scales, n_iters, checkpointed, _plus(estimate, extra), seconds, level=level)
         side, tiles = self.tiles(box, level, n_iters, budget, image_index, extra)
         return _Fit(unit, first if work != first else None, plain_estimate, tiles, side)
+
+    def image_pixels(self) -> int:
+        """Pixels of one image of the batch (0 before the holes are known)."""
+        return 0 if self.holes is None else self.holes.shape[-2] * self.holes.shape[-1]
 
     def tile_side(self, budget: float) -> tuple[int, bool, MemoryEstimate]:
         """Tile side (``tile_size``, else the largest square within the budget that fits memory)."""

@@ -334,3 +334,12 @@ def test_full_size_buffers_of_a_resized_refinement_are_what_the_plan_counts(smal
     (unit,) = plans[1024].units
     working = estimate_refine_bytes(fuse_for_inference(small_generator), *unit.work_size).total
     assert unit.resized and unit.predicted_peak_bytes - working == planner.RESIZED_FULL_SIZE_BYTES_PER_PIXEL * 1024**2
+
+
+def test_a_crop_within_the_budget_counts_the_whole_image_output_and_hole(small_generator):
+    settings = RefineSettings(n_iters=2, min_side=16, max_scales=2, checkpointing="off", crop_to_mask=True)
+    made = plan(small_generator, _image(1024, 1024), _mask(1024, 1024, (500, 500, 540, 560)), settings)
+    (unit,) = made.units
+    assert not unit.resized and unit.box != (0, 0, 1024, 1024)
+    working = estimate_refine_bytes(fuse_for_inference(small_generator), *unit.work_size).total
+    assert unit.predicted_peak_bytes - working == planner.IMAGE_BYTES_PER_PIXEL * 1024**2
