@@ -83,6 +83,8 @@ def worker(mode: str, height: int, width: int, n_iters: int, device_name: str) -
         "planned_forwards": made.forwards,
         "tiles": region.tiles,
         "work_size": list(region.work_size),
+        # what bounds the peak beyond the full-size buffers: the largest tile or budget-size pyramid
+        "largest_unit": list(max((u.work_size for u in made.units), key=lambda hw: hw[0] * hw[1])),
         "n_scales": region.n_scales,
         "predicted_peak_bytes": made.predicted_peak_bytes,
         "predicted_seconds": made.predicted_seconds,
