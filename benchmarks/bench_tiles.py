@@ -11,6 +11,10 @@ machine runs). Modes:
 
   tiled  ``full_resolution=True``: the pyramid up to the budget, the finer levels tile by tile
   off    ``full_resolution=False``: refined at the budget size, the fill upscaled (today's path)
+  plain  plain LaMa (fused, as the node runs it), strategy ``original`` with the memory guard
+         (free memory: this machine's, or ``--free-gib``): one full-size pass where it fits, else
+         crops around the holes, else ``original_tiled`` (a global pass on a resized copy plus
+         full-resolution tiles)
 
 Reports seconds, peak memory, forwards, tiles and the finest working size, the plan's predicted
 peak memory and time, and the seam statistic (mean gradient magnitude of the result's hole in a
@@ -31,7 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Measure, big_lama, device_from, environment, gib, memory_in_use, run_worker  # noqa: E402
 
-MODES = ("tiled", "off")
+MODES = ("tiled", "off", "plain")
 HOLE_FRACTION = 0.10
 DEFAULT_SIZES = ("2048x2048", "3072x2048", "4096x4096", "8192x6144")
 
@@ -58,11 +62,52 @@ def _settings(mode: str, n_iters: int):
     return RefineSettings(n_iters=n_iters, checkpointing="off", full_resolution=mode == "tiled")
 
 
-def worker(mode: str, height: int, width: int, n_iters: int, device_name: str) -> dict:
+def plain_worker(height: int, width: int, device: torch.device, free_gib: float) -> dict:
+    from lama_multiscale_refine.ffc import fuse_for_inference
+    from lama_multiscale_refine.ffc.plan import plan_inpaint
+    from lama_multiscale_refine.ffc.strategies import inpaint_with_strategy
+    from lama_multiscale_refine.ffc.tiles import seam_statistic
+    from lama_multiscale_refine.refine.memory import available_bytes
+
+    model = fuse_for_inference(big_lama()).to(device)
+    image, mask = (t.to(device) for t in scene(height, width))
+    free = int(free_gib * 2**30) if free_gib > 0 else available_bytes(device)
+    made = plan_inpaint(model, mask, strategy="original", free_bytes=free)
+    units = made.images[0].units
+    tiles = [u.tile for u in units if u.tile is not None]
+    baseline = memory_in_use(device)
+    with Measure(device, baseline) as m, torch.inference_mode():
+        result = inpaint_with_strategy(model, image, mask, plan=made)
+    seams = seam_statistic(result, mask, tiles)
+    known = (mask == 0).expand_as(image)
+    return {
+        "seconds": m.seconds,
+        "peak_bytes": m.peak_bytes,
+        "input_bytes": image.numel() * image.element_size() + mask.numel() * mask.element_size(),
+        "forwards": len(units),
+        "planned_forwards": made.forwards,
+        "strategy": made.images[0].strategy,
+        "tiles": len(tiles),
+        "work_size": list(units[0].work_size),
+        "largest_unit": list(max((u.work_size for u in units), key=lambda hw: hw[0] * hw[1])),
+        "predicted_peak_bytes": max(u.predicted_bytes for u in units),
+        "predicted_seconds": math.nan,  # plain inference has no time prediction
+        "plan": "; ".join(note.text for note in made.notes) or made.images[0].strategy,
+        "seam_ratio": seams.ratio,
+        "seam_band_grad": seams.band_mean,
+        "hole_grad": seams.elsewhere_mean,
+        "unmasked_identical": bool(torch.equal(result[known], image[known])),
+        "output_size": list(result.shape[-2:]),
+    }
+
+
+def worker(mode: str, height: int, width: int, n_iters: int, device_name: str, free_gib: float = 0.0) -> dict:
     from lama_multiscale_refine.ffc.tiles import seam_statistic
     from lama_multiscale_refine.refine import plan, refine
 
     device = device_from(device_name)
+    if mode == "plain":
+        return plain_worker(height, width, device, free_gib)
     model = big_lama().to(device)
     image, mask = (t.to(device) for t in scene(height, width))
     settings = _settings(mode, n_iters)
@@ -110,22 +155,25 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--append", action="store_true", help="add these cases to the cases already in --json")
-    parser.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--free-gib", type=float, default=0.0,
+                        help="plain mode: plan for this much free memory (0 = what this machine has)")
+    parser.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        mode, height, width, n_iters, device = args.worker
-        print(json.dumps(worker(mode, int(height), int(width), int(n_iters), device)))
+        mode, height, width, n_iters, device, free_gib = args.worker
+        print(json.dumps(worker(mode, int(height), int(width), int(n_iters), device, float(free_gib))))
         return
 
     device = device_from(args.device)
     results = {"environment": environment(device), "n_iters": args.n_iters, "hole_fraction": HOLE_FRACTION,
-               "cases": {}}
+               "plain_free_gib": args.free_gib or None, "cases": {}}
     if args.append and args.json and args.json.is_file():
         results["cases"] = json.loads(args.json.read_text())["cases"]
     for text in args.sizes:
         height, width = _size(text)
         for mode in args.modes:  # side by side: both modes of a size in the same invocation
-            row = run_worker(Path(__file__), [mode, str(height), str(width), str(args.n_iters), str(device)])
+            row = run_worker(Path(__file__), [mode, str(height), str(width), str(args.n_iters), str(device),
+                                              str(args.free_gib)])
             row["peak_gib"] = gib(row.pop("peak_bytes"))
             row["predicted_peak_gib"] = gib(row.pop("predicted_peak_bytes"))
             row["input_gib"] = gib(row.pop("input_bytes"))
