@@ -39,7 +39,7 @@ from .plan import (
     InpaintUnit,
     plan_inpaint,
 )
-from .tiles import tile_weight
+from .tiles import add_tile
 
 __all__ = ["STRATEGIES", "inpaint_with_strategy", "run_unit", "run_tiled"]
 
@@ -77,15 +77,7 @@ def run_tiled(model: nn.Module, image: Tensor, hole: Tensor, units: tuple[Inpain
     the global fill upscaled and the hole (:data:`ffc.plan.TILED_FULL_SIZE_BYTES_PER_PIXEL`).
     """
     global_unit, tiles = units[0], units[1:]
-    if global_unit.box != (0, 0, *image.shape[-2:]):
-        raise ValueError("run_tiled: the first unit must be the whole image's global pass")
-    if global_unit.resized:  # the global fill at full size; only its hole pixels are ever read
-        filled = inpaint(model, _resize_image(image, global_unit.work_size),
-                         _resize_hole(hole, global_unit.work_size), cancel=cancel)
-        base = F.interpolate(filled, size=image.shape[-2:], mode="bicubic", align_corners=False).clamp_(0, 1)
-        del filled
-    else:
-        base = inpaint(model, image, hole, cancel=cancel)
+    base = run_unit(model, image, hole, global_unit, cancel)  # the global fill, upscaled, in the hole
     if callback is not None:
         callback(0)
     scale_h = global_unit.work_size[0] / image.shape[-2]
@@ -99,10 +91,7 @@ def run_tiled(model: nn.Module, image: Tensor, hole: Tensor, units: tuple[Inpain
         prediction = predict(model, crop, crop_hole, cancel=cancel)
         small = (max(1, round((bottom - top) * scale_h)), max(1, round((right - left) * scale_w)))
         low = F.interpolate(_resize_image(prediction, small), size=crop.shape[-2:], mode="bicubic", align_corners=False)
-        fill = (base[..., top:bottom, left:right] + prediction - low).clamp_(0, 1)
-        weight = tile_weight(unit.tile, image.device).to(image.dtype)
-        current = out[..., top:bottom, left:right]
-        current.copy_(torch.where(holes[..., top:bottom, left:right], current + weight * fill, current))
+        add_tile(out, holes, unit.tile, (base[..., top:bottom, left:right] + prediction - low).clamp_(0, 1))
         if callback is not None:
             callback(number)
     return out

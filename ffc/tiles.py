@@ -31,6 +31,7 @@ __all__ = [
     "tile_spans",
     "tile_grid",
     "tile_weight",
+    "add_tile",
     "seam_statistic",
 ]
 
@@ -133,6 +134,15 @@ def tile_weight(tile: Tile, device: torch.device | str = "cpu") -> Tensor:
     rows = _ramp_1d(height, top, bottom, torch.device(device))
     cols = _ramp_1d(width, left, right, torch.device(device))
     return (rows[:, None] * cols[None, :])[None, None]
+
+
+def add_tile(out: Tensor, hole: Tensor, tile: Tile, fill: Tensor) -> None:
+    """Add a tile's fill (1, 3, h, w), weighted by :func:`tile_weight`, to the hole pixels of its
+    window in ``out`` (1, 3, H, W), in place; ``hole`` is the (1, 1, H, W) bool hole of ``out``."""
+    top, left, bottom, right = tile.window
+    weight = tile_weight(tile, fill.device).to(fill.dtype)
+    current = out[..., top:bottom, left:right]
+    current.copy_(torch.where(hole[..., top:bottom, left:right], current + weight * fill, current))
 
 
 # --- seams ----------------------------------------------------------------------------------------

@@ -49,15 +49,6 @@ from .memory import MemoryEstimate, available_bytes, estimate_refine_bytes
 from .pyramid import MASK_EPS, budget_size, number_of_scales
 from .settings import AUTO_COARSEST_SIDE, MIN_COARSEST, RefineSettings
 from .tiles import FULL_SIZE_BYTES_PER_PIXEL, level_masks
-
-# Full-size buffers every refined image holds while its regions run, per pixel of the image: the
-# output (float32 RGB, 12) and the hole (float, 4).
-IMAGE_BYTES_PER_PIXEL = 16
-# ... and of a region refined at a reduced size, per pixel of the region, those two included (when
-# the region is the image): the fill upscaled (12) and its hole (1) on top. Measured with the
-# profiler at 512-2048 px: 27.7-29.0 B/px at the margin (41 before the paste went in place);
-# tests/refine/test_plan.py checks the bound. (Tiled regions: FULL_SIZE_BYTES_PER_PIXEL.)
-RESIZED_FULL_SIZE_BYTES_PER_PIXEL = 30
 from .timing import Rate, TimeProfile, time_profile, unit_seconds
 
 __all__ = [
@@ -84,6 +75,15 @@ format_bytes = ffc.plan.format_bytes
 Tile = ffc.tiles.Tile
 MIN_TILE_SIDE = ffc.tiles.MIN_TILE_SIDE
 tile_grid, tile_overlap = ffc.tiles.tile_grid, ffc.tiles.tile_overlap
+
+# Full-size buffers every refined image holds while its regions run, per pixel of the image: the
+# output (float32 RGB, 12) and the hole (float, 4).
+IMAGE_BYTES_PER_PIXEL = 16
+# ... and of a region refined at a reduced size, per pixel of the region, those two included (when
+# the region is the image): the fill upscaled (12) and its hole (1) on top. Measured with the
+# profiler at 512-2048 px: 27.7-29.0 B/px at the margin (41 before the paste went in place);
+# tests/refine/test_plan.py checks the bound. (Tiled regions: FULL_SIZE_BYTES_PER_PIXEL.)
+RESIZED_FULL_SIZE_BYTES_PER_PIXEL = 30
 
 # Auto mode: crop when the hole boxes cover less than this fraction of the image.
 AUTO_CROP_COVERAGE = 0.5

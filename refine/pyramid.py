@@ -39,6 +39,11 @@ def _gaussian5(x: Tensor) -> Tensor:
     return kornia.filters.get_gaussian_kernel2d((5, 5), (1.0, 1.0), device=x.device, dtype=x.dtype)
 
 
+def _differentiated(x: Tensor) -> bool:
+    """Whether autograd records ops on ``x`` (then the whole-tensor calls, whose backward it knows)."""
+    return torch.is_grad_enabled() and x.requires_grad
+
+
 def blur5(x: Tensor) -> Tensor:
     """5x5 Gaussian, sigma 1, torch-"reflect" border, applied as one 2-D kernel (as kornia 0.5 did).
 
@@ -46,7 +51,7 @@ def blur5(x: Tensor) -> Tensor:
     Otherwise (the pyramid of the inputs) the same convolution plane by plane in strips of rows,
     bit-identical and in memory bounded by :data:`BLUR_STRIP_PIXELS`.
     """
-    if torch.is_grad_enabled() and x.requires_grad:
+    if _differentiated(x):
         return kornia.filters.filter2d(x, _gaussian5(x), border_type="reflect")
     height, width = x.shape[-2:]
     kernel = _gaussian5(x)[None]  # (1, 1, 5, 5): one plane per call
@@ -73,7 +78,7 @@ def pyrdown(x: Tensor) -> Tensor:
     """
     height, width = x.shape[-2:]
     size = (height // 2, width // 2)
-    if torch.is_grad_enabled() and x.requires_grad:
+    if _differentiated(x):
         return F.interpolate(blur5(x), size=size, mode="bilinear", align_corners=False)
     out = x.new_empty(*x.shape[:2], *size)
     for channel in range(x.shape[1]):

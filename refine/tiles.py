@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import torch
 from torch import Tensor, nn
 
 from .. import ffc
@@ -24,7 +23,7 @@ from .pyramid import MASK_EPS, pyrdown, pyrdown_mask
 __all__ = ["FULL_SIZE_BYTES_PER_PIXEL", "level_masks", "refine_tiled"]
 
 Tile = ffc.tiles.Tile
-tile_weight = ffc.tiles.tile_weight
+add_tile = ffc.tiles.add_tile
 # Full-size buffers of a tiled region, per pixel of the region, at their worst moment (building the
 # pyramid; tests/refine/test_tiles.py measures it): the output (float32 RGB, 12), the hole (float,
 # 4), one blurred plane (4), the coarser levels' images, holes and results (~6). Measured with the
@@ -98,35 +97,24 @@ def refine_tiled(
         for number, (tile, options) in enumerate(level_tiles):
             top, left, bottom, right = tile.window
             reference = result[..., top // 2 : top // 2 + (bottom - top) // 2, left // 2 : left // 2 + (right - left) // 2]
-            added = [False]
 
             def notify(info: dict, last_tile: bool = number == len(level_tiles) - 1, tile: Tile = tile,
                        number: int = number, scale: int = scale, count: int = len(level_tiles),
-                       level_out: Tensor = level_out, hole_bool: Tensor = hole_bool, added: list = added) -> None:
-                # The last tile is added as soon as its result exists, so the level can be shown
-                # complete without a full-size preview copy.
-                if info.get("last") and last_tile and info.get("result") is not None:
-                    _add_tile(level_out, hole_bool, tile, info["result"])
-                    added[0] = True
+                       level_out: Tensor = level_out, hole_bool: Tensor = hole_bool) -> None:
+                # A tile's last forward carries its result (refine_scale's contract): added there, so
+                # after the last tile the level can be shown complete without a full-size copy.
+                if info.get("last"):
+                    add_tile(level_out, hole_bool, tile, info["result"])
                 if callback is None:
                     return
                 shown = {**info, "scale": scale, "n_scales": n_total, "tile": number, "n_tiles": count}
-                shown["result"] = level_out if added[0] else None  # a tile is not an image; its level is
+                shown["result"] = level_out if info.get("last") and last_tile else None  # a tile is not an image
                 callback(shown)
 
-            refined, report = refine_scale(model, level_image[..., top:bottom, left:right],
-                                           level_hole[..., top:bottom, left:right], reference, options,
-                                           callback=notify, cancel=cancel)
-            if not added[0]:
-                _add_tile(level_out, hole_bool, tile, refined)
+            _, report = refine_scale(model, level_image[..., top:bottom, left:right],
+                                     level_hole[..., top:bottom, left:right], reference, options,
+                                     callback=notify, cancel=cancel)
             reports.append(report)
         result = level_out  # (a finer level's hole always shows at the coarser ones: no level lacks tiles)
     return result, reports
 
-
-def _add_tile(out: Tensor, hole: Tensor, tile: Tile, refined: Tensor) -> None:
-    """Add a tile's weighted prediction to ``out``'s hole pixels, in place."""
-    top, left, bottom, right = tile.window
-    weight = tile_weight(tile, refined.device).to(refined.dtype)
-    current = out[..., top:bottom, left:right]
-    current.copy_(torch.where(hole[..., top:bottom, left:right], current + weight * refined, current))

@@ -63,3 +63,12 @@ def use_fixed_time_rates(monkeypatch, timing_module) -> None:
     monkeypatch.setattr(timing_module, "_RATES", {})
     monkeypatch.setattr(timing_module, "_measure_rate",
                         lambda model, autocast_dtype, operation: timing_module.Rate(*FIXED_RATES[operation]))
+
+
+def marginal_bytes_per_pixel(run, sizes: tuple[int, int]) -> float:
+    """Peak live tensor bytes of ``run(size)`` per extra pixel between two square sizes (what grows
+    with the image). Plan outside ``run``: the planner's memory probe runs a profiler of its own."""
+    from lama_multiscale_refine.refine.memory import peak_tensor_bytes
+
+    peaks = [peak_tensor_bytes(lambda size=size: run(size)) for size in sizes]
+    return (peaks[1] - peaks[0]) / (sizes[1] ** 2 - sizes[0] ** 2)

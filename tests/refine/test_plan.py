@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lama_multiscale_refine.ffc import fuse_for_inference
-from lama_testing import image_from_case, random_generator
+from lama_testing import image_from_case, marginal_bytes_per_pixel, random_generator
 from lama_multiscale_refine.refine import RefinePlan, RefineSettings, auto_scales, estimate_refine_bytes, plan, plan_scales, refine
 from lama_multiscale_refine.refine.timing import Rate, TimeProfile
 
@@ -322,14 +322,11 @@ def test_plan_scales_is_the_official_rule():
 
 
 def test_full_size_buffers_of_a_resized_refinement_are_what_the_plan_counts(small_generator):
-    from lama_multiscale_refine.refine.memory import peak_tensor_bytes
-
     sizes = (512, 1024)
     settings = RefineSettings(n_iters=2, min_side=16, max_scales=2, checkpointing="off", px_budget=128 * 128)
     scenes = {s: (_image(s, s), _mask(s, s, (s // 8, s // 8, 7 * s // 8, 7 * s // 8))) for s in sizes}
     plans = {s: plan(small_generator, *scenes[s], settings) for s in sizes}  # (its probes profile on their own)
-    peaks = [peak_tensor_bytes(lambda s=s: refine(small_generator, *scenes[s], plan=plans[s])) for s in sizes]
-    measured = (peaks[1] - peaks[0]) / (sizes[1] ** 2 - sizes[0] ** 2)
+    measured = marginal_bytes_per_pixel(lambda s: refine(small_generator, *scenes[s], plan=plans[s]), sizes)
     assert 12 < measured <= planner.RESIZED_FULL_SIZE_BYTES_PER_PIXEL, measured  # 12: the output itself
     (unit,) = plans[1024].units
     working = estimate_refine_bytes(fuse_for_inference(small_generator), *unit.work_size).total

@@ -23,7 +23,7 @@ from lama_multiscale_refine.refine import (
     refine_pyramid,
 )
 from lama_multiscale_refine.refine.tiles import level_masks
-from lama_testing import random_generator
+from lama_testing import marginal_bytes_per_pixel, random_generator
 
 FAST = dict(n_iters=2, min_side=16, max_scales=2, checkpointing="off")
 
@@ -304,14 +304,6 @@ def test_planned_tile_memory_does_not_grow_with_the_image(small_generator):
     assert min(tile_peaks) > one_tile / 2
 
 
-def _marginal_bytes_per_pixel(run, sizes: tuple[int, int]) -> float:
-    """Peak live tensor bytes per extra pixel between two square sizes (what grows with the image)."""
-    from lama_multiscale_refine.refine.memory import peak_tensor_bytes
-
-    peaks = [peak_tensor_bytes(lambda size=size: run(size)) for size in sizes]
-    return (peaks[1] - peaks[0]) / (sizes[1] ** 2 - sizes[0] ** 2)
-
-
 def test_full_size_buffers_of_a_tiled_refinement_are_what_the_plan_counts(small_generator):
     from lama_multiscale_refine.refine.tiles import FULL_SIZE_BYTES_PER_PIXEL
 
@@ -321,7 +313,7 @@ def test_full_size_buffers_of_a_tiled_refinement_are_what_the_plan_counts(small_
     # the measurement (the planner's memory probe runs a profiler of its own).
     settings = RefineSettings(**FAST, px_budget=128 * 128, full_resolution=True, tile_size=128)
     plans = {size: plan(small_generator, *scenes[size], settings) for size in sizes}
-    measured = _marginal_bytes_per_pixel(lambda size: refine(small_generator, *scenes[size], plan=plans[size]), sizes)
+    measured = marginal_bytes_per_pixel(lambda size: refine(small_generator, *scenes[size], plan=plans[size]), sizes)
     output = 12  # the float32 RGB result itself
     assert output < measured <= FULL_SIZE_BYTES_PER_PIXEL, measured
 
@@ -339,6 +331,6 @@ def test_full_size_buffers_of_tiled_plain_inference_are_what_the_plan_counts(sma
         with torch.inference_mode():
             inpaint_with_strategy(small_generator, *scenes[size], plan=plans[size])
 
-    measured = _marginal_bytes_per_pixel(run, sizes)
+    measured = marginal_bytes_per_pixel(run, sizes)
     output = 12  # the float32 RGB result, which the plain plan does not count as a tile's extra
     assert output < measured <= TILED_FULL_SIZE_BYTES_PER_PIXEL + output, measured
